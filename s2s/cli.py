@@ -1,0 +1,152 @@
+"""The ``s2s`` command: parse, call the library, present. Bad input ends in one line on stderr and exit 2 (usage)
+or 1 (runtime), never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from s2s.errors import S2SError
+
+app = typer.Typer(
+    help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def user_errors(command):
+    """Turn S2SError into its one-line message and exit code."""
+
+    @functools.wraps(command)
+    def guarded(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except S2SError as error:
+            typer.echo(f"s2s: error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from None
+        except OSError as error:  # a file the user named cannot be read or written
+            where = f"{error.filename}: " if error.filename else ""
+            typer.echo(f"s2s: error: {where}{error.strerror or error}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("s2s: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return guarded
+
+
+@app.command()
+@user_errors
+def train(
+    recipe: Annotated[Path | None, typer.Argument(help="YAML recipe; may be left out with --resume RUN.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (overrides the recipe's).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a recipe value, e.g. --set train.lr=3e-4 (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the run in this directory from its last checkpoint.")] = None,
+) -> None:
+    """Train a model from a recipe; checkpoints, tokenizer, log and the resolved recipe go to the run directory."""
+    from s2s.config import load_recipe
+    from s2s.console import RichEvents
+    from s2s.train import Trainer
+
+    if recipe is None and resume is None:
+        raise typer.BadParameter("give a RECIPE, or --resume RUN", param_hint="RECIPE")
+    recipe_path = recipe if recipe is not None else resume / "recipe.yaml"
+    config = load_recipe(recipe_path, set_ or [])
+    target = resume or run_dir or Path(config.run_dir or f"runs/{config.name}")
+    config.run_dir = str(target)
+    Trainer(config, target, RichEvents(), resume=resume is not None).run()
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory of a trained model.")],
+    split: Annotated[str | None, typer.Option(help="Score this split of the run's recipe: valid or test.")] = None,
+    src: Annotated[Path | None, typer.Option(help="Source file to translate (plain or .gz), with --ref.")] = None,
+    ref: Annotated[Path | None, typer.Option(help="Reference file (plain or .gz), with --src.")] = None,
+    beam: Annotated[int | None, typer.Option(min=1, help="Beam size (default: the recipe's eval.beam_size).")] = None,
+    alpha: Annotated[float, typer.Option(min=0.0, help="Length penalty alpha for beam search.")] = 0.0,
+    checkpoint: Annotated[str, typer.Option(help="Which weights: best or last.")] = "best",
+    out: Annotated[Path | None, typer.Option(help="Write hypotheses here (default RUN/eval/NAME.hyp.txt).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
+) -> None:
+    """Translate a split (or --src/--ref files) and score it with sacreBLEU: BLEU, chrF, exact match."""
+    from s2s.checkpoint import atomic_write
+    from s2s.data.corpus import load_split, read_text_pair
+    from s2s.inference import load_run
+    from s2s.metrics import score_corpus
+
+    if (split is None) == (src is None):
+        raise typer.BadParameter("give either --split or --src with --ref", param_hint="--split")
+    if (src is None) != (ref is None):
+        raise typer.BadParameter("--src and --ref go together", param_hint="--ref")
+    if split is not None and split not in ("valid", "test"):
+        raise typer.BadParameter(f"{split!r} is not one of: valid, test", param_hint="--split")
+    recipe, translator = load_run(run, checkpoint)
+    pairs = load_split(recipe.data, split) if split else read_text_pair(src, ref)
+    started = time.perf_counter()
+    hypotheses = translator.best([s for s, _ in pairs], beam_size=beam, alpha=alpha)
+    seconds = time.perf_counter() - started
+    result = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(seconds, 2)}
+    out = out or run / "eval" / f"{split or Path(src).name}.hyp.txt"
+    atomic_write(out, lambda tmp: Path(tmp).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8"))
+    result["hypotheses"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"BLEU  {result['bleu']:6.2f}  {result['signature']['bleu']}")
+    typer.echo(f"chrF  {result['chrf']:6.2f}  {result['signature']['chrf']}")
+    typer.echo(f"exact {result['exact_match']:6.2f}  ({result['n_sentences']} sentences, {seconds:.1f} s)")
+    typer.echo(f"hypotheses: {out}")
+
+
+@app.command()
+@user_errors
+def translate(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of a trained model.")],
+    beam: Annotated[int | None, typer.Option(min=1, help="Beam size (default: the recipe's eval.beam_size).")] = None,
+    nbest: Annotated[int, typer.Option(min=1, help="Print this many translations per sentence.")] = 1,
+    alpha: Annotated[float, typer.Option(min=0.0, help="Length penalty alpha for beam search.")] = 0.0,
+    checkpoint: Annotated[str, typer.Option(help="Which weights: best or last.")] = "best",
+    input_: Annotated[Path | None, typer.Option("--input", help="Read sentences from this file.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write translations to this file (written whole at the end).")] = None,
+) -> None:
+    """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
+    import io
+
+    from s2s.checkpoint import atomic_write
+    from s2s.data.corpus import read_lines
+    from s2s.inference import load_run
+    from s2s.shell import filter_lines, interactive, write_translations
+
+    recipe, translator = load_run(model, checkpoint)
+    beam = beam or max(recipe.eval.beam_size, nbest)
+    if nbest > beam:
+        raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
+    options = {"beam_size": beam, "nbest": nbest, "alpha": alpha}
+    if input_ is not None or output is not None:
+        lines = read_lines(input_) if input_ is not None else sys.stdin.read().splitlines()
+        buffer = io.StringIO()
+        write_translations(translator, lines, buffer, options)
+        if output is None:
+            sys.stdout.write(buffer.getvalue())
+        else:
+            atomic_write(output, lambda tmp: Path(tmp).write_text(buffer.getvalue(), encoding="utf-8"))
+    elif sys.stdin.isatty():
+        interactive(translator, options)
+    else:
+        filter_lines(translator, sys.stdin, sys.stdout, recipe.eval.batch_size, options)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,284 @@
+"""The recipe: a typed tree of config objects, loaded from YAML and validated before any work starts.
+
+Each section owns its defaults (one home per default). Loading rejects unknown keys, wrong types and bad choices
+with the full key path, e.g. ``model.encoder.cell: 'lstmm' is not one of: gru, lstm``. Relative paths in a recipe
+are read relative to the working directory (recipes are run from the project root).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from s2s.errors import RecipeError
+
+Cell = Literal["gru", "lstm"]
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(Section):
+    """Where one split lives. Which keys apply depends on ``data.format``."""
+
+    src: str | None = None  # format text: source-side file, one sentence per line (plain or .gz)
+    tgt: str | None = None  # format text: target-side file
+    path: str | None = None  # formats tsv/csv/jsonl: one file with named columns
+    split: str | None = None  # format hub: the dataset's split name
+
+
+class GeneratorConfig(Section):
+    """A corpus s2s makes itself, so the quickstart needs no download."""
+
+    task: Literal["dates"] = "dates"
+    train_size: int = Field(20000, gt=0)
+    valid_size: int = Field(500, gt=0)
+    test_size: int = Field(1000, gt=0)
+    seed: int = 1
+
+
+class DataConfig(Section):
+    format: Literal["text", "tsv", "csv", "jsonl", "hub", "generated"] = "text"
+    train: SplitConfig | None = None
+    valid: SplitConfig | None = None
+    test: SplitConfig | None = None
+    src_column: str = "src"  # tsv/csv/jsonl/hub: column of the source sentence
+    tgt_column: str = "tgt"
+    hub_id: str | None = None  # format hub: a Hugging Face dataset id, e.g. bentrevett/multi30k
+    hub_config: str | None = None
+    generator: GeneratorConfig | None = None  # format generated
+    max_length: int = Field(100, gt=0)  # training pairs with more tokens on either side are dropped (and counted)
+
+
+class TokenizerConfig(Section):
+    type: Literal["unigram", "bpe"] = "unigram"
+    vocab_size: int = Field(8000, ge=16)
+    joint: bool = True  # one model for both languages, or one per side
+    character_coverage: float = Field(1.0, gt=0, le=1)
+
+
+class EncoderConfig(Section):
+    cell: Cell = "gru"
+    embedding_size: int = Field(256, gt=0)
+    hidden_size: int = Field(256, gt=0)  # per direction
+    layers: int = Field(1, gt=0)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0, lt=1)
+    reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
+
+
+class DecoderConfig(Section):
+    cell: Cell = "gru"
+    embedding_size: int = Field(256, gt=0)
+    hidden_size: int = Field(256, gt=0)
+    layers: int = Field(1, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "bahdanau"
+    input_feeding: bool = True  # feed the previous attentional vector into the next step (Luong et al. 2015)
+    conditioning: Literal["init", "every_step"] = "init"  # every_step: Cho et al. 2014
+    tie_embeddings: bool = False  # share target embeddings and output weights
+
+
+class ModelConfig(Section):
+    encoder: EncoderConfig = EncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+
+
+class TrainConfig(Section):
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    clip_norm: float = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_decay: float = Field(0.5, gt=0, le=1)  # multiply the lr by this when validation stops improving ...
+    lr_patience: int = Field(2, ge=0)  # ... for this many validations
+    min_lr: float = Field(1e-5, ge=0)
+    batch_by: Literal["sentences", "tokens"] = "sentences"
+    batch_size: int = Field(64, gt=0)  # sentences, or target+source tokens with batch_by: tokens
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's choice
+    seed: int = 1
+    max_steps: int | None = Field(None, gt=0)
+    max_epochs: int | None = Field(None, gt=0)
+    max_time: float | None = Field(None, gt=0)  # seconds, or a string like 25m / 1.5h
+    validate_every: int = Field(500, gt=0)  # steps
+    keep_best_by: Literal["bleu", "chrf", "loss", "exact_match"] = "bleu"
+    patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
+    log_every: int = Field(50, gt=0)
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+class EvalConfig(Section):
+    beam_size: int = Field(1, gt=0)
+    max_length_ratio: float = Field(2.0, gt=0)  # hypotheses stop at ratio × source length + 10 tokens
+    batch_size: int = Field(128, gt=0)  # sentences per decoding batch
+    valid_beam_size: int = Field(1, gt=0)  # beam size of the validation BLEU during training (1: greedy)
+    valid_sentences: int | None = Field(None, gt=0)  # decode only the first N valid sentences during training
+
+
+class Recipe(Section):
+    name: str = "run"
+    run_dir: str | None = None  # default: runs/NAME
+    data: DataConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def parse_duration(text: str) -> float:
+    """'90' → 90.0 seconds, '25m' → 1500.0, '1.5h' → 5400.0."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 90, 90s, 25m or 1.5h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), check_files: bool = True) -> Recipe:
+    """Read, override (``key.path=value``) and validate a recipe; raise RecipeError with the key path."""
+    path = Path(path)
+    tree = read_yaml(path)
+    for override in overrides:
+        apply_override(tree, override)
+    recipe = validate(tree, origin=str(path))
+    if check_files:
+        check_data_files(recipe, origin=str(path))
+    return recipe
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot read recipe: {error}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RecipeError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(tree, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections (data, tokenizer, model, train, eval)")
+    return tree
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set ``a.b.c=value`` in the raw tree; the value is read as YAML (numbers like 3e-4 as numbers)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. train.lr=3e-4")
+    parts = key.strip().split(".")
+    node = tree
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    for number in (int, float):
+        try:
+            return number(raw)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def validate(tree: dict, origin: str) -> Recipe:
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as error:
+        problems = [describe(problem) for problem in error.errors()]
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+        raise RecipeError(f"{origin}: {problems[0]}{more}") from None
+
+
+def describe(problem: dict) -> str:
+    """One pydantic error as ``key.path: what is wrong``."""
+    loc = [str(part) for part in problem["loc"]]
+    path = ".".join(loc) or "recipe"
+    kind, value = problem["type"], problem.get("input")
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
+        return f"{path}: {value!r} is not one of: {choices}"
+    if kind == "extra_forbidden":
+        known = known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+        return f"{path}: unknown key{hint}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = problem["msg"][0].lower() + problem["msg"][1:]
+    message = message.removeprefix("value error, ")
+    return f"{path}: {message} (got {value!r})"
+
+
+def known_keys(loc: list[str]) -> list[str]:
+    """The field names of the section at ``loc`` (for 'did you mean')."""
+    section: type[BaseModel] = Recipe
+    for part in loc:
+        field = section.model_fields.get(part)
+        inner = field and next((t for t in _types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if inner is None:
+            return []
+        section = inner
+    return list(section.model_fields)
+
+
+def _types(annotation: Any) -> list[Any]:
+    return list(getattr(annotation, "__args__", ())) or [annotation]
+
+
+SPLIT_KEYS = {"text": ("src", "tgt"), "tsv": ("path",), "csv": ("path",), "jsonl": ("path",), "hub": ("split",)}
+
+
+def check_data_files(recipe: Recipe, origin: str) -> None:
+    """Rules across keys that types cannot state, and data files that must exist before training starts."""
+    data = recipe.data
+    if data.format == "generated":
+        if data.generator is None:
+            data.generator = GeneratorConfig()
+        return
+    if data.format == "hub" and not data.hub_id:
+        raise RecipeError(f"{origin}: data.hub_id: required when data.format is 'hub'")
+    for name in ("train", "valid", "test"):
+        split = getattr(data, name)
+        if split is None:
+            if name != "test":
+                raise RecipeError(f"{origin}: data.{name}: required key is missing")
+            continue
+        for key in SPLIT_KEYS[data.format]:
+            value = getattr(split, key)
+            if not value:
+                raise RecipeError(f"{origin}: data.{name}.{key}: required when data.format is '{data.format}'")
+            if key != "split" and not Path(value).is_file():
+                raise RecipeError(f"{origin}: data.{name}.{key}: file not found: {value}")
+
+
+def dump_recipe(recipe: Recipe, path: Path) -> None:
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,1 @@
+"""Corpora (read or generated) and batching."""

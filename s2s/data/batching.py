@@ -1,0 +1,97 @@
+"""Batches of token-id pairs: bucketed by length so that little compute goes to padding.
+
+An epoch's order is drawn from a seeded generator: examples are shuffled, sorted by length within large pools,
+cut into batches (by sentence count or by a budget of padded tokens), and the batches shuffled again.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from s2s.tokenizer import BOS, EOS, PAD
+
+POOL_BATCHES = 100  # sort this many batches' worth of examples at once: enough to bucket, still random
+
+
+@dataclass
+class Batch:
+    src: torch.Tensor  # [B, S] source ids, padded with PAD
+    src_lengths: torch.Tensor  # [B] (on the CPU: packing wants it there)
+    tgt_in: torch.Tensor  # [B, T] BOS y1 … yn, padded
+    tgt_out: torch.Tensor  # [B, T] y1 … yn EOS, padded
+    indices: list[int]  # positions of these examples in their split
+
+    @property
+    def n_target_tokens(self) -> int:
+        return int(self.tgt_out.ne(PAD).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.src.to(device, non_blocking=True),
+            self.src_lengths,
+            self.tgt_in.to(device, non_blocking=True),
+            self.tgt_out.to(device, non_blocking=True),
+            self.indices,
+        )
+
+
+def pad(sequences: list[list[int]]) -> torch.Tensor:
+    width = max(1, max(len(s) for s in sequences))
+    out = torch.full((len(sequences), width), PAD, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def collate(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int]) -> Batch:
+    """Padded tensors for one batch; ``tgt`` may be None at inference (targets are then empty)."""
+    tgt = tgt if tgt is not None else [[] for _ in src]
+    return Batch(
+        src=pad([s or [EOS] for s in src]),  # an empty source still has one position to attend to
+        src_lengths=torch.tensor([max(1, len(s)) for s in src], dtype=torch.long),
+        tgt_in=pad([[BOS, *t] for t in tgt]),
+        tgt_out=pad([[*t, EOS] for t in tgt]),
+        indices=indices,
+    )
+
+
+def batch_indices(
+    lengths: list[int], batch_size: int, by_tokens: bool, rng: random.Random | None
+) -> list[list[int]]:
+    """Group example positions into batches. With ``rng`` the order is shuffled (training); without, the
+    examples keep their order in length-sorted batches (inference), and callers restore the input order."""
+    order = list(range(len(lengths)))
+    if rng is not None:
+        rng.shuffle(order)
+        pool = POOL_BATCHES * (batch_size if not by_tokens else max(1, batch_size // max(1, _mean(lengths))))
+        order = [i for start in range(0, len(order), pool)
+                 for i in sorted(order[start : start + pool], key=lengths.__getitem__)]
+    else:
+        order.sort(key=lengths.__getitem__)
+    batches = cut(order, lengths, batch_size, by_tokens)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def cut(order: list[int], lengths: list[int], batch_size: int, by_tokens: bool) -> list[list[int]]:
+    """Consecutive runs of ``order``: at most ``batch_size`` sentences, or padded tokens (count × longest)."""
+    batches, current, longest = [], [], 0
+    for i in order:
+        grown = max(longest, lengths[i])
+        too_big = (grown * (len(current) + 1) > batch_size) if by_tokens else len(current) >= batch_size
+        if current and too_big:
+            batches.append(current)
+            current, grown = [], lengths[i]
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _mean(values: list[int]) -> int:
+    return int(sum(values) / max(1, len(values)))

@@ -1,0 +1,102 @@
+"""Parallel corpora: (source, target) sentence pairs of one split, from any source a recipe can name.
+
+Plain text pairs (one sentence per line, plain or .gz) are read here, line by line, so that errors can name the
+file and line; column files (TSV/CSV/JSON Lines) and hub datasets go through Hugging Face ``datasets``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from s2s.config import DataConfig
+from s2s.data.generated import dates_corpus
+from s2s.errors import DataError
+
+Pair = tuple[str, str]
+SPLITS = ("train", "valid", "test")
+
+
+def load_split(data: DataConfig, split: str) -> list[Pair]:
+    """All pairs of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
+    if data.format == "generated":
+        return generated_split(data, split)
+    spec = getattr(data, split)
+    if spec is None:
+        raise DataError(f"data.{split}: this recipe has no {split} split")
+    if data.format == "text":
+        return read_text_pair(Path(spec.src), Path(spec.tgt))
+    if data.format == "hub":
+        return read_hub(data, spec.split)
+    return read_columns(data, Path(spec.path))
+
+
+def generated_split(data: DataConfig, split: str) -> list[Pair]:
+    gen = data.generator
+    sizes = {"train": gen.train_size, "valid": gen.valid_size, "test": gen.test_size}
+    return dates_corpus(sizes, gen.seed)[split]
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file (gzip if it ends in .gz), without line ends; bad bytes name the line."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: cannot read: {error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({error.reason})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_text_pair(src: Path, tgt: Path) -> list[Pair]:
+    sources, targets = read_lines(src), read_lines(tgt)
+    if len(sources) != len(targets):
+        raise DataError(f"{src} has {len(sources)} lines but {tgt} has {len(targets)}; parallel files must match")
+    return list(zip(sources, targets, strict=True))
+
+
+def read_columns(data: DataConfig, path: Path) -> list[Pair]:
+    from datasets import load_dataset  # slow to import; only these formats need it
+
+    builder, options = {
+        "tsv": ("csv", {"delimiter": "\t", "quoting": 3}),  # 3 = csv.QUOTE_NONE: quotes are text in TSV
+        "csv": ("csv", {}),
+        "jsonl": ("json", {}),
+    }[data.format]
+    try:
+        table = load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as error:  # datasets wraps parser errors in many types
+        raise DataError(f"{path}: cannot read as {data.format}: {first_line(error)}") from None
+    return pairs_from_table(table, data, str(path))
+
+
+def read_hub(data: DataConfig, split: str) -> list[Pair]:
+    """A dataset from the Hugging Face hub (or its local cache), e.g. hub_id: bentrevett/multi30k."""
+    from datasets import load_dataset
+
+    try:
+        table = load_dataset(data.hub_id, data.hub_config, split=split)
+    except Exception as error:
+        raise DataError(f"data.hub_id: cannot load {data.hub_id!r} split {split!r}: {first_line(error)}") from None
+    return pairs_from_table(table, data, f"{data.hub_id}[{split}]")
+
+
+def pairs_from_table(table, data: DataConfig, origin: str) -> list[Pair]:
+    for column in (data.src_column, data.tgt_column):
+        if column not in table.column_names:
+            raise DataError(f"{origin}: no column {column!r} (columns: {', '.join(table.column_names)})")
+    sources, targets = table[data.src_column], table[data.tgt_column]
+    return [("" if s is None else str(s), "" if t is None else str(t)) for s, t in zip(sources, targets, strict=True)]
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,1 @@
+"""Neural building blocks: encoders, attention, the bridge between them, decoders."""

@@ -1,0 +1,190 @@
+"""Greedy and beam search over any model with ``encode`` / ``initial_state`` / ``step`` / ``reorder_state``.
+
+Both are batched over sentences (and, for beam search, over beams: rows are sentence-major, B × K), keep no state
+on the model, and force EOS at each sentence's maximum length. Hypotheses are ranked by the sum of token
+log-probabilities (EOS included) divided by the GNMT length penalty ((5 + length) / 6) ** alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from s2s.tokenizer import BOS, EOS, PAD
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without BOS and EOS
+    score: float  # sum of log-probabilities, EOS included
+    normalized: float  # score / length penalty: what beam search ranks by
+    attention: torch.Tensor | None  # [len(tokens) + 1, S] weights of each output step (EOS last)
+
+
+def length_penalty(length: torch.Tensor | int, alpha: float):
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_lengths(src_lengths: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The longest output allowed for each source, EOS included: ratio × source length + 10."""
+    return (src_lengths.float() * ratio).long() + 10
+
+
+def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Only EOS stays possible in ``rows`` (a bool mask over rows): those hypotheses end now."""
+    if not bool(rows.any()):
+        return log_probs
+    only_eos = torch.full_like(log_probs, float("-inf"))
+    only_eos[:, EOS] = log_probs[:, EOS]
+    return torch.where(rows[:, None], only_eos, log_probs)
+
+
+@torch.inference_mode()
+def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor,
+                  attention: bool = False) -> list[Hypothesis]:
+    """The most probable next token at each step, for every sentence at once; ``limit`` [B] as max_lengths."""
+    batch = src.size(0)
+    memory = model.encode(src, src_lengths)
+    state = model.initial_state(memory)
+    prev = torch.full((batch,), BOS, dtype=torch.long, device=src.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
+    scores = torch.zeros(batch, device=src.device)
+    limit = limit.to(src.device)
+    tokens, weights = [], []
+    for t in range(int(limit.max())):
+        log_probs, state, step_weights = model.step(prev, state, memory)
+        best, prev = force_eos(log_probs, limit == t + 1).max(-1)
+        prev = prev.masked_fill(finished, PAD)
+        scores += best.masked_fill(finished, 0.0)
+        tokens.append(prev)
+        if attention:
+            weights.append(step_weights)
+        finished |= prev == EOS
+        if bool(finished.all()):
+            break
+    steps = torch.stack(tokens, 1).tolist()  # [B, T]
+    stacked = torch.stack(weights, 1) if attention else None  # [B, T, S]
+    return [make_hypothesis(row, float(scores[b]), 0.0, None if stacked is None else stacked[b])
+            for b, row in enumerate(steps)]
+
+
+def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.Tensor | None) -> Hypothesis:
+    tokens = []
+    for token in row:
+        if token in (EOS, PAD):
+            break
+        if token != BOS:
+            tokens.append(token)
+    length = len(tokens) + 1
+    attention = None if weights is None else weights[:length].float().cpu()
+    return Hypothesis(tokens, score, score / length_penalty(length, alpha), attention)
+
+
+@torch.inference_mode()
+def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor, beam_size: int,
+                alpha: float = 0.0, nbest: int = 1, attention: bool = False) -> list[list[Hypothesis]]:
+    """The ``nbest`` best of ``beam_size`` hypotheses for each sentence, best first.
+
+    At each step every live beam proposes its continuations; of the top 2K candidates of a sentence, those
+    ending in EOS within the first K join the sentence's K finished slots, and the best K others live on.
+    A sentence is done when its K finished slots are full or it reaches its length limit.
+    """
+    if nbest > beam_size:
+        raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
+    batch, k, device = src.size(0), beam_size, src.device
+    limit = limit.to(device)
+    rows = torch.arange(batch, device=device).repeat_interleave(k)  # [B·K] sentence of each row
+    memory = model.encode(src, src_lengths).select(rows)
+    state = model.initial_state(memory)
+    beams = BeamState.start(batch, k, int(limit.max()), memory.mask.size(1), device, attention)
+    for t in range(int(limit.max())):
+        log_probs, state, step_weights = model.step(beams.last_tokens(), state, memory)
+        log_probs = force_eos(log_probs, (limit == t + 1)[rows])
+        order = beams.advance(log_probs, step_weights, t, alpha, limit == t + 1)
+        state = model.reorder_state(state, order)
+        if bool(beams.done.all()):
+            break
+    return beams.results(nbest, alpha)
+
+
+class BeamState:
+    """The tensors of a batched beam search: live beams [B, K] and finished slots [B, K] per sentence."""
+
+    def __init__(self, **tensors):
+        self.__dict__.update(tensors)
+
+    @classmethod
+    def start(cls, batch, k, max_len, src_len, device, attention):
+        live_scores = torch.zeros(batch, k, device=device)
+        live_scores[:, 1:] = float("-inf")  # all beams start equal: keep only the first
+        return cls(
+            k=k, batch=batch, width=max_len + 1,
+            live_scores=live_scores,
+            live_tokens=torch.full((batch * k, 1), BOS, dtype=torch.long, device=device),
+            live_attention=torch.zeros(batch * k, 0, src_len, device=device) if attention else None,
+            done_norm=torch.full((batch, k), float("-inf"), device=device),
+            done_raw=torch.full((batch, k), float("-inf"), device=device),
+            done_tokens=torch.full((batch, k, max_len + 1), PAD, dtype=torch.long, device=device),
+            done_attention=torch.zeros(batch, k, max_len, src_len, device=device) if attention else None,
+            done=torch.zeros(batch, dtype=torch.bool, device=device),
+        )
+
+    def last_tokens(self) -> torch.Tensor:
+        return self.live_tokens[:, -1]
+
+    def advance(self, log_probs, step_weights, t, alpha, at_limit) -> torch.Tensor:
+        """Extend, rank, retire finished hypotheses; return the row order for the model state."""
+        batch, k = self.batch, self.k
+        vocab = log_probs.size(-1)
+        candidates = (self.live_scores.view(-1, 1) + log_probs).view(batch, k * vocab)  # [B, K·V]
+        top_scores, top_ids = candidates.topk(2 * k, dim=1)  # [B, 2K]
+        source_rows = torch.arange(batch, device=top_ids.device)[:, None] * k + top_ids // vocab  # [B, 2K]
+        tokens = top_ids % vocab
+        history = torch.cat([self.live_tokens[source_rows.view(-1)], tokens.view(-1, 1)], 1)  # [B·2K, t+2]
+        history_attention = None
+        if self.live_attention is not None:
+            history_attention = torch.cat([self.live_attention, step_weights.float().unsqueeze(1)], 1)
+            history_attention = history_attention[source_rows.view(-1)]  # [B·2K, t+1, S]
+        rank = torch.arange(2 * k, device=tokens.device)
+        ending = (tokens == EOS) & (rank < k) & top_scores.isfinite() & ~self.done[:, None]
+        self.retire(ending, top_scores, history, history_attention, t, alpha)
+        # the best K candidates that do not end live on (a stable sort keeps their rank order)
+        keep = (rank + (tokens == EOS).long() * 2 * k).argsort(dim=1)[:, :k]  # [B, K]
+        self.live_scores = top_scores.gather(1, keep).masked_fill(self.done[:, None], float("-inf"))
+        order = source_rows.gather(1, keep).view(-1)  # [B·K]
+        self.live_tokens = torch.cat([self.live_tokens[order], tokens.gather(1, keep).view(-1, 1)], 1)
+        if self.live_attention is not None:
+            self.live_attention = torch.cat([self.live_attention[order], step_weights.float()[order].unsqueeze(1)], 1)
+        self.done |= self.done_norm[:, -1].isfinite() | at_limit
+        return order
+
+    def retire(self, ending, top_scores, history, history_attention, t, alpha) -> None:
+        """Merge the candidates that end now into each sentence's K best finished hypotheses."""
+        batch, k = self.batch, self.k
+        norm = (top_scores / length_penalty(t + 1, alpha)).masked_fill(~ending, float("-inf"))  # [B, 2K]
+        raw = top_scores.masked_fill(~ending, float("-inf"))
+        padded = torch.full((batch * 2 * k, self.width), PAD, dtype=torch.long, device=history.device)
+        padded[:, : history.size(1)] = history
+        all_norm = torch.cat([self.done_norm, norm], 1)  # [B, 3K]
+        self.done_norm, best = all_norm.topk(k, dim=1)  # [B, K]
+        self.done_raw = torch.cat([self.done_raw, raw], 1).gather(1, best)
+        all_tokens = torch.cat([self.done_tokens, padded.view(batch, 2 * k, -1)], 1)  # [B, 3K, W]
+        self.done_tokens = all_tokens.gather(1, best[..., None].expand(-1, -1, self.width))
+        if history_attention is not None:
+            grown = self.done_attention.new_zeros(batch * 2 * k, *self.done_attention.shape[2:])
+            grown[:, : history_attention.size(1)] = history_attention
+            all_attention = torch.cat([self.done_attention, grown.view(batch, 2 * k, *grown.shape[1:])], 1)
+            index = best[..., None, None].expand(-1, -1, *all_attention.shape[2:])
+            self.done_attention = all_attention.gather(1, index)
+
+    def results(self, nbest: int, alpha: float) -> list[list[Hypothesis]]:
+        tokens, raw = self.done_tokens.tolist(), self.done_raw.tolist()
+        out = []
+        for b in range(self.batch):
+            hyps = []
+            for j in range(nbest):
+                weights = None if self.done_attention is None else self.done_attention[b, j]
+                hyps.append(make_hypothesis(tokens[b][j], raw[b][j], alpha, weights))
+            out.append(hyps)
+        return out

@@ -1,0 +1,266 @@
+"""The trainer: recipe → data → tokenizer → model → optimisation, validation and checkpoints in a run directory.
+
+Presentation is not done here: the trainer reports through ``Events`` (the CLI draws progress bars from them) and
+appends every log line and validation to ``log.jsonl`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from s2s.checkpoint import load_state, load_weights, save_state, save_weights
+from s2s.config import Recipe, TrainConfig, dump_recipe
+from s2s.data.batching import Batch, batch_indices, collate
+from s2s.data.corpus import load_split
+from s2s.errors import RecipeError, RunError
+from s2s.inference import Translator
+from s2s.metrics import score_corpus
+from s2s.models import Seq2Seq, build_seq2seq, count_parameters
+from s2s.tokenizer import TokenizerPair, train_tokenizers
+
+
+class Events:
+    """What the trainer tells the outside world; the default says nothing."""
+
+    def start(self, info: dict) -> None: ...
+    def step(self, record: dict) -> None: ...
+    def validated(self, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+    def end(self, summary: dict) -> None: ...
+
+
+@dataclass
+class Corpus:
+    """Token ids of one split, and its raw text (validation scores detokenised output against raw text)."""
+
+    src: list[list[int]]
+    tgt: list[list[int]]
+    src_text: list[str]
+    tgt_text: list[str]
+
+
+@dataclass
+class Progress:
+    """Counters saved in the trainer state, so a resumed run continues where it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float | None = None
+    bad_validations: int = 0
+    lr_scale: float = 1.0
+    history: list[float] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device: 'cuda' was asked for but no CUDA device is available")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp16" and device.type != "cuda":
+        raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def prepare(recipe: Recipe, run_dir: Path, events: Events, reuse_tokenizer: bool):
+    """Read the train and valid splits, train (or reuse) the tokenizer, encode and filter."""
+    train_pairs, valid_pairs = load_split(recipe.data, "train"), load_split(recipe.data, "valid")
+    tokenizer_dir = run_dir / "tokenizer"
+    if reuse_tokenizer and tokenizer_dir.is_dir():
+        tokenizers = TokenizerPair.load(tokenizer_dir)
+    else:
+        tokenizers = train_tokenizers(recipe.tokenizer, train_pairs, tokenizer_dir)
+    train = encode(train_pairs, tokenizers)
+    kept = [i for i in range(len(train.src))
+            if 0 < len(train.src[i]) <= recipe.data.max_length and 0 < len(train.tgt[i]) <= recipe.data.max_length]
+    empty = sum(1 for s, t in zip(train.src, train.tgt, strict=True) if not s or not t)
+    events.message(f"training pairs: {len(kept):,} kept, {empty:,} empty and "
+                   f"{len(train.src) - len(kept) - empty:,} over {recipe.data.max_length} tokens dropped")
+    train = Corpus(*([column[i] for i in kept] for column in (train.src, train.tgt, train.src_text, train.tgt_text)))
+    return tokenizers, train, encode(valid_pairs, tokenizers)
+
+
+def encode(pairs: list[tuple[str, str]], tokenizers: TokenizerPair) -> Corpus:
+    src_text, tgt_text = [s for s, _ in pairs], [t for _, t in pairs]
+    return Corpus(tokenizers.src.encode(src_text), tokenizers.tgt.encode(tgt_text), src_text, tgt_text)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: Path, events: Events | None = None, resume: bool = False):
+        self.recipe, self.config = recipe, recipe.train
+        self.run_dir, self.events, self.resume = Path(run_dir), events or Events(), resume
+        self.device = resolve_device(self.config.device)
+        self.dtype = autocast_dtype(self.config.precision, self.device)
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        config = self.config
+        self.setup_run_dir()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        tokenizers, train, valid = prepare(self.recipe, self.run_dir, self.events, reuse_tokenizer=self.resume)
+        model = build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(self.device)
+        optimizer = make_optimizer(model, config)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        progress = self.restore(model, optimizer, scaler) if self.resume else Progress()
+        translator = Translator(model, tokenizers, self.recipe.eval, self.device, self.dtype)
+        self.events.start({"parameters": count_parameters(model), "device": str(self.device),
+                           "precision": config.precision, "train_pairs": len(train.src),
+                           "max_steps": config.max_steps, "resumed_at": progress.step})
+        lengths = [max(len(s), len(t)) + 1 for s, t in zip(train.src, train.tgt, strict=True)]
+        validation_seconds, stop_reason = 0.0, None
+        window = {"tokens": 0, "loss": 0.0, "steps": 0, "since": time.monotonic()}
+        while stop_reason is None:
+            epoch_rng = random.Random(config.seed * 100_003 + progress.epoch)
+            batches = batch_indices(lengths, config.batch_size, config.batch_by == "tokens", epoch_rng)
+            for indices in batches[progress.batch_in_epoch :]:
+                batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
+                loss, tokens = self.train_step(model, optimizer, scaler, batch.to(self.device), progress)
+                progress.step += 1
+                progress.batch_in_epoch += 1
+                window["tokens"] += tokens
+                window["loss"] += loss
+                window["steps"] += 1
+                if progress.step % config.log_every == 0:
+                    self.log_window(window, progress, optimizer)
+                elapsed = time.monotonic() - started
+                out_of_time = config.max_time and elapsed + 1.1 * validation_seconds >= config.max_time
+                stop_reason = ("max_steps" if config.max_steps and progress.step >= config.max_steps
+                               else "max_time" if out_of_time else None)
+                if progress.step % config.validate_every == 0 or stop_reason:
+                    tick = time.monotonic()
+                    if self.validate(model, translator, valid, progress, optimizer):
+                        stop_reason = stop_reason or "patience"
+                    self.save(model, optimizer, scaler, progress)
+                    validation_seconds = time.monotonic() - tick
+                    window["since"] += validation_seconds  # validation time is not training speed
+                if stop_reason:
+                    break
+            else:
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+                if config.max_epochs and progress.epoch >= config.max_epochs:
+                    stop_reason = "max_epochs"
+                    self.validate(model, translator, valid, progress, optimizer)
+                    self.save(model, optimizer, scaler, progress)
+        summary = {"stop": stop_reason, "steps": progress.step, "epochs": progress.epoch, "best": progress.best,
+                   "keep_best_by": config.keep_best_by, "seconds": round(time.monotonic() - started, 1)}
+        self.log({"event": "end", **summary})
+        self.events.end(summary)
+        return summary
+
+    def setup_run_dir(self) -> None:
+        if self.resume:
+            if not (self.run_dir / "last.state.pt").is_file():
+                raise RunError(f"{self.run_dir}: nothing to resume (no last.state.pt)")
+        elif (self.run_dir / "last.state.pt").is_file():
+            raise RunError(f"{self.run_dir}: already holds a run; use --resume to continue it or another --run-dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
+
+    def train_step(self, model: Seq2Seq, optimizer, scaler, batch: Batch, progress: Progress) -> tuple[float, int]:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, progress)
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext())
+        with autocast:
+            _, loss = model(batch, self.config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return float(loss), batch.n_target_tokens
+
+    def log_window(self, window: dict, progress: Progress, optimizer) -> None:
+        seconds = max(1e-9, time.monotonic() - window["since"])
+        loss = window["loss"] / window["steps"]
+        record = {"event": "train", "step": progress.step, "epoch": progress.epoch, "loss": round(loss, 4),
+                  "ppl": round(math.exp(min(loss, 50)), 2), "lr": optimizer.param_groups[0]["lr"],
+                  "tokens_per_s": round(window["tokens"] / seconds)}
+        self.log(record)
+        self.events.step(record)
+        window.update(tokens=0, loss=0.0, steps=0, since=time.monotonic())
+
+    def validate(self, model: Seq2Seq, translator: Translator, valid: Corpus, progress: Progress,
+                 optimizer) -> bool:
+        """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
+        config, started = self.config, time.monotonic()
+        loss = validation_loss(model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
+        count = self.recipe.eval.valid_sentences or len(valid.src_text)
+        hypotheses = translator.best(valid.src_text[:count], beam_size=self.recipe.eval.valid_beam_size)
+        scores = score_corpus(hypotheses, valid.tgt_text[:count])
+        value = loss if config.keep_best_by == "loss" else scores[config.keep_best_by]
+        improved = progress.best is None or (value < progress.best if config.keep_best_by == "loss"
+                                             else value > progress.best)
+        if improved:
+            progress.best, progress.bad_validations = value, 0
+            save_weights(model, self.run_dir / "best.safetensors")
+        else:
+            progress.bad_validations += 1
+            if config.lr_patience and progress.bad_validations % (config.lr_patience + 1) == 0:
+                progress.lr_scale *= config.lr_decay
+        record = {"event": "valid", "step": progress.step, "loss": round(loss, 4),
+                  "ppl": round(math.exp(min(loss, 50)), 2), **{k: scores[k] for k in ("bleu", "chrf", "exact_match")},
+                  "best": progress.best, "improved": improved, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": round(time.monotonic() - started, 1), "signature": scores["signature"]["bleu"]}
+        self.log(record)
+        self.events.validated(record)
+        return bool(config.patience and progress.bad_validations >= config.patience)
+
+    def save(self, model: Seq2Seq, optimizer, scaler, progress: Progress) -> None:
+        save_weights(model, self.run_dir / "last.safetensors")
+        save_state({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "progress": vars(progress), "torch_rng": torch.get_rng_state()},
+                   self.run_dir / "last.state.pt")
+
+    def restore(self, model: Seq2Seq, optimizer, scaler) -> Progress:
+        load_weights(model, self.run_dir / "last.safetensors")
+        state = load_state(self.run_dir / "last.state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        return Progress(**state["progress"])
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def make_optimizer(model: Seq2Seq, config: TrainConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def learning_rate(config: TrainConfig, progress: Progress) -> float:
+    """Linear warm-up to ``lr``, then ``lr`` scaled down on validation plateaus, never below ``min_lr``."""
+    warmup = min(1.0, (progress.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return max(config.min_lr, config.lr * warmup * progress.lr_scale)
+
+
+@torch.inference_mode()
+def validation_loss(model: Seq2Seq, corpus: Corpus, batch_size: int, device, dtype) -> float:
+    """Mean cross-entropy per target token (no label smoothing: this is what perplexity reads)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    lengths = [len(s) for s in corpus.src]
+    for indices in batch_indices(lengths, batch_size, by_tokens=False, rng=None):
+        batch = collate([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices], indices).to(device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            _, loss = model(batch)
+        n = batch.n_target_tokens
+        total += float(loss) * n
+        tokens += n
+    return total / max(1, tokens)
