@@ -55,7 +55,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [name for name in missing if not is_tied(model, name)]
     if missing or unexpected:
-        raise RunError(f"{path}: does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise RunError(
+            f"{path}: does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def is_tied(model: torch.nn.Module, name: str) -> bool:

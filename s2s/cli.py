@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,10 @@ def user_errors(command):
         except S2SError as error:
             typer.echo(f"s2s: error: {error}", err=True)
             raise typer.Exit(error.exit_code) from None
+        except BrokenPipeError:  # the reader went away (`s2s translate … | head`): nothing left to say
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush fails quietly too
+            raise typer.Exit(0) from None
         except OSError as error:  # a file the user named cannot be read or written
             where = f"{error.filename}: " if error.filename else ""
             typer.echo(f"s2s: error: {where}{error.strerror or error}", err=True)
@@ -48,10 +53,14 @@ def user_errors(command):
 def train(
     recipe: Annotated[Path | None, typer.Argument(help="YAML recipe; may be left out with --resume RUN.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (overrides the recipe's).")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override a recipe value, e.g. --set train.lr=3e-4 (repeatable).")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue the run in this directory from its last checkpoint.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe value, e.g. --set train.lr=3e-4 (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the run in this directory from its last checkpoint."),
+    ] = None,
 ) -> None:
     """Train a model from a recipe; checkpoints, tokenizer, log and the resolved recipe go to the run directory."""
     from s2s.config import load_recipe
@@ -119,7 +128,9 @@ def translate(
     alpha: Annotated[float, typer.Option(min=0.0, help="Length penalty alpha for beam search.")] = 0.0,
     checkpoint: Annotated[str, typer.Option(help="Which weights: best or last.")] = "best",
     input_: Annotated[Path | None, typer.Option("--input", help="Read sentences from this file.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write translations to this file (written whole at the end).")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write translations to this file (written whole at the end).")
+    ] = None,
 ) -> None:
     """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
     import io

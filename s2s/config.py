@@ -243,7 +243,9 @@ def known_keys(loc: list[str]) -> list[str]:
     section: type[BaseModel] = Recipe
     for part in loc:
         field = section.model_fields.get(part)
-        inner = field and next((t for t in _types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        inner = field and next(
+            (t for t in _types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None
+        )
         if inner is None:
             return []
         section = inner
@@ -254,7 +256,13 @@ def _types(annotation: Any) -> list[Any]:
     return list(getattr(annotation, "__args__", ())) or [annotation]
 
 
-SPLIT_KEYS = {"text": ("src", "tgt"), "tsv": ("path",), "csv": ("path",), "jsonl": ("path",), "hub": ("split",)}
+SPLIT_KEYS = {
+    "text": ("src", "tgt"),
+    "tsv": ("path",),
+    "csv": ("path",),
+    "jsonl": ("path",),
+    "hub": ("split",),
+}
 
 
 def check_data_files(recipe: Recipe, origin: str) -> None:

@@ -12,21 +12,29 @@ class RichEvents(Events):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[stats]}"), console=self.console, transient=False,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            transient=False,
         )
         self.task = None
 
     def start(self, info: dict) -> None:
-        self.console.print(f"model: {info['parameters']:,} parameters on {info['device']} ({info['precision']}); "
-                           f"{info['train_pairs']:,} training pairs")
+        self.console.print(
+            f"model: {info['parameters']:,} parameters on {info['device']} ({info['precision']}); "
+            f"{info['train_pairs']:,} training pairs"
+        )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=info["max_steps"], completed=info["resumed_at"],
-                                           stats="")
+        self.task = self.progress.add_task("train", total=info["max_steps"], completed=info["resumed_at"], stats="")
 
     def step(self, record: dict) -> None:
-        stats = (f"loss {record['loss']:.3f}  ppl {record['ppl']:.1f}  lr {record['lr']:.2e}  "
-                 f"{record['tokens_per_s']:,} tok/s  epoch {record['epoch']}")
+        stats = (
+            f"loss {record['loss']:.3f}  ppl {record['ppl']:.1f}  lr {record['lr']:.2e}  "
+            f"{record['tokens_per_s']:,} tok/s  epoch {record['epoch']}"
+        )
         self.progress.update(self.task, completed=record["step"], stats=stats)
 
     def validated(self, record: dict) -> None:
@@ -34,12 +42,15 @@ class RichEvents(Events):
         self.progress.console.print(
             f"{mark} step {record['step']:>6}  valid loss {record['loss']:.3f}  ppl {record['ppl']:.2f}  "
             f"BLEU {record['bleu']:.2f}  chrF {record['chrf']:.2f}  exact {record['exact_match']:.1f}%  "
-            f"({record['seconds']:.0f} s)")
+            f"({record['seconds']:.0f} s)"
+        )
 
     def message(self, text: str) -> None:
         self.console.print(text)
 
     def end(self, summary: dict) -> None:
         self.progress.stop()
-        self.console.print(f"stopped ({summary['stop']}) after {summary['steps']:,} steps, {summary['seconds']:.0f} s; "
-                           f"best valid {summary['keep_best_by']}: {summary['best']}")
+        self.console.print(
+            f"stopped ({summary['stop']}) after {summary['steps']:,} steps, {summary['seconds']:.0f} s; "
+            f"best valid {summary['keep_best_by']}: {summary['best']}"
+        )

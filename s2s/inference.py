@@ -34,24 +34,40 @@ class Translation:
 
 
 class Translator:
-    def __init__(self, model: Seq2Seq, tokenizers: TokenizerPair, eval_config: EvalConfig,
-                 device: torch.device = torch.device("cpu"), autocast_dtype: torch.dtype | None = None):
-        self.model = model.to(device).eval()
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizers: TokenizerPair,
+        eval_config: EvalConfig,
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model.to(device)
         self.tokenizers, self.config, self.device = tokenizers, eval_config, device
         self.autocast_dtype = autocast_dtype
 
-    def translate(self, sentences: list[str], beam_size: int | None = None, nbest: int = 1, alpha: float = 0.0,
-                  attention: bool = False) -> list[list[Translation]]:
+    def translate(
+        self,
+        sentences: list[str],
+        beam_size: int | None = None,
+        nbest: int = 1,
+        alpha: float = 0.0,
+        attention: bool = False,
+    ) -> list[list[Translation]]:
         """The ``nbest`` translations of each sentence, in input order."""
         beam_size = beam_size or self.config.beam_size
+        self.model.eval()  # the trainer shares this model and may have left it in training mode
         ids = self.tokenizers.src.encode(sentences)
         results: list[list[Translation] | None] = [None] * len(sentences)
         for chunk in batch_indices([len(s) for s in ids], self.config.batch_size, by_tokens=False, rng=None):
             batch = collate([ids[i] for i in chunk], None, chunk)
             src = batch.src.to(self.device)
             limit = max_lengths(batch.src_lengths, self.config.max_length_ratio)
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
+            with torch.autocast(
+                self.device.type,
+                dtype=self.autocast_dtype or torch.float32,
+                enabled=self.autocast_dtype is not None,
+            ):
                 if beam_size == 1 and nbest == 1:
                     hyps = [[h] for h in greedy_search(self.model, src, batch.src_lengths, limit, attention)]
                 else:
@@ -62,8 +78,9 @@ class Translator:
 
     def present(self, source_ids: list[int], hyp: Hypothesis) -> Translation:
         tgt = self.tokenizers.tgt
-        return Translation(tgt.decode([hyp.tokens])[0], hyp, self.tokenizers.src.pieces(source_ids),
-                           tgt.pieces(hyp.tokens))
+        return Translation(
+            tgt.decode([hyp.tokens])[0], hyp, self.tokenizers.src.pieces(source_ids), tgt.pieces(hyp.tokens)
+        )
 
     def best(self, sentences: list[str], **options) -> list[str]:
         return [options_[0].text for options_ in self.translate(sentences, **options)]

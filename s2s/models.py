@@ -29,8 +29,9 @@ class Seq2Seq(nn.Module):
     def initial_state(self, memory: Memory) -> DecoderState:
         return self.decoder.initial_state(memory)
 
-    def step(self, prev: torch.Tensor, state: DecoderState,
-             memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    def step(
+        self, prev: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """prev [B] ids → log-probabilities [B, V] (fp32), the next state, attention weights [B, S]."""
         logits, state, weights = self.decoder(prev.unsqueeze(1), state, memory)
         log_probs = torch.log_softmax(logits[:, 0].float(), dim=-1)
@@ -43,27 +44,54 @@ class Seq2Seq(nn.Module):
         """Teacher forcing → logits [B, T, V] and the mean label-smoothed cross-entropy per target token."""
         memory = self.encode(batch.src, batch.src_lengths)
         logits, _, _ = self.decoder(batch.tgt_in, self.initial_state(memory), memory)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD,
-                               label_smoothing=label_smoothing, reduction="sum")
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch.tgt_out.flatten(),
+            ignore_index=PAD,
+            label_smoothing=label_smoothing,
+            reduction="sum",
+        )
         return logits, loss / batch.tgt_out.ne(PAD).sum().clamp(min=1)
 
 
 def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     """The one place where the recipe's model section becomes modules; conflicts name their recipe keys."""
     enc, dec = config.encoder, config.decoder
-    encoder = RNNEncoder(src_vocab, enc.embedding_size, enc.hidden_size, enc.layers, enc.cell,
-                         enc.bidirectional, enc.dropout, enc.reverse_source)
+    encoder = RNNEncoder(
+        src_vocab,
+        enc.embedding_size,
+        enc.hidden_size,
+        enc.layers,
+        enc.cell,
+        enc.bidirectional,
+        enc.dropout,
+        enc.reverse_source,
+    )
     if dec.input_feeding and dec.attention == "none":
         raise RecipeError("model.decoder.input_feeding: needs attention; set it to false when attention is 'none'")
     if dec.tie_embeddings and dec.embedding_size != dec.hidden_size:
-        raise RecipeError("model.decoder.tie_embeddings: needs model.decoder.embedding_size == hidden_size "
-                          f"({dec.embedding_size} != {dec.hidden_size})")
+        raise RecipeError(
+            "model.decoder.tie_embeddings: needs model.decoder.embedding_size == hidden_size "
+            f"({dec.embedding_size} != {dec.hidden_size})"
+        )
     if dec.attention == "luong_dot" and dec.hidden_size != encoder.output_size:
-        raise RecipeError(f"model.decoder.attention: luong_dot needs decoder hidden_size ({dec.hidden_size}) equal "
-                          f"to the encoder's output size ({encoder.output_size}); use luong_general or bahdanau")
-    decoder = RNNDecoder(tgt_vocab, dec.embedding_size, dec.hidden_size, dec.layers, dec.cell, dec.dropout,
-                         encoder.output_size, dec.attention, dec.input_feeding,
-                         dec.conditioning == "every_step", dec.tie_embeddings)
+        raise RecipeError(
+            f"model.decoder.attention: luong_dot needs decoder hidden_size ({dec.hidden_size}) equal "
+            f"to the encoder's output size ({encoder.output_size}); use luong_general or bahdanau"
+        )
+    decoder = RNNDecoder(
+        tgt_vocab,
+        dec.embedding_size,
+        dec.hidden_size,
+        dec.layers,
+        dec.cell,
+        dec.dropout,
+        encoder.output_size,
+        dec.attention,
+        dec.input_feeding,
+        dec.conditioning == "every_step",
+        dec.tie_embeddings,
+    )
     return Seq2Seq(encoder, decoder)
 
 

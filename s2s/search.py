@@ -41,8 +41,9 @@ def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor,
-                  attention: bool = False) -> list[Hypothesis]:
+def greedy_search(
+    model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor, attention: bool = False
+) -> list[Hypothesis]:
     """The most probable next token at each step, for every sentence at once; ``limit`` [B] as max_lengths."""
     batch = src.size(0)
     memory = model.encode(src, src_lengths)
@@ -65,8 +66,10 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, limit: to
             break
     steps = torch.stack(tokens, 1).tolist()  # [B, T]
     stacked = torch.stack(weights, 1) if attention else None  # [B, T, S]
-    return [make_hypothesis(row, float(scores[b]), 0.0, None if stacked is None else stacked[b])
-            for b, row in enumerate(steps)]
+    return [
+        make_hypothesis(row, float(scores[b]), 0.0, None if stacked is None else stacked[b])
+        for b, row in enumerate(steps)
+    ]
 
 
 def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.Tensor | None) -> Hypothesis:
@@ -82,8 +85,16 @@ def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.T
 
 
 @torch.inference_mode()
-def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor, beam_size: int,
-                alpha: float = 0.0, nbest: int = 1, attention: bool = False) -> list[list[Hypothesis]]:
+def beam_search(
+    model,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    limit: torch.Tensor,
+    beam_size: int,
+    alpha: float = 0.0,
+    nbest: int = 1,
+    attention: bool = False,
+) -> list[list[Hypothesis]]:
     """The ``nbest`` best of ``beam_size`` hypotheses for each sentence, best first.
 
     At each step every live beam proposes its continuations; of the top 2K candidates of a sentence, those
@@ -119,7 +130,9 @@ class BeamState:
         live_scores = torch.zeros(batch, k, device=device)
         live_scores[:, 1:] = float("-inf")  # all beams start equal: keep only the first
         return cls(
-            k=k, batch=batch, width=max_len + 1,
+            k=k,
+            batch=batch,
+            width=max_len + 1,
             live_scores=live_scores,
             live_tokens=torch.full((batch * k, 1), BOS, dtype=torch.long, device=device),
             live_attention=torch.zeros(batch * k, 0, src_len, device=device) if attention else None,

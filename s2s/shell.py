@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import select
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
 
+from s2s.errors import DataError
 from s2s.inference import Translator
 
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
@@ -43,26 +46,43 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
             print(f"  ({time.perf_counter() - started:.2f} s)", file=out, flush=True)
     finally:
         if readline is not None:
-            try:
+            with contextlib.suppress(OSError):  # a read-only home must not break the shell
                 readline.write_history_file(HISTORY)
-            except OSError:
-                pass
 
 
 def filter_lines(translator: Translator, source: TextIO, sink: TextIO, batch_size: int, options: dict) -> int:
     """One output line per input line, in order. Lines that are already waiting are translated together;
-    a writer that sends one line and waits for its answer is answered at once. Returns the line count."""
-    pending, count = [], 0
-    while True:
-        line = source.readline()
-        if line:
-            pending.append(line.rstrip("\r\n"))
-        if pending and (not line or len(pending) >= batch_size or not more_waiting(source)):
+    a writer that sends one line and waits for its answer is answered at once. Returns the line count.
+
+    A reader thread queues lines as they arrive, so "already waiting" includes lines that the file object
+    has buffered (which ``select`` on the descriptor cannot see)."""
+    lines: queue.Queue[str | Exception | None] = queue.Queue()
+    threading.Thread(target=_read_into, args=(source, lines), daemon=True).start()
+    count, at_end = 0, False
+    while not at_end:
+        pending = [lines.get()]
+        while pending[-1] is not None and len(pending) < batch_size and not lines.empty():
+            pending.append(lines.get_nowait())
+        if isinstance(pending[-1], Exception):
+            raise pending[-1]
+        if pending[-1] is None:
+            at_end = True
+            pending.pop()
+        if pending:
             write_translations(translator, pending, sink, options)
             count += len(pending)
-            pending = []
-        if not line:
-            return count
+    return count
+
+
+def _read_into(source: TextIO, lines: queue.Queue) -> None:
+    number = 0
+    try:
+        for line in iter(source.readline, ""):
+            number += 1
+            lines.put(line.rstrip("\r\n"))
+    except UnicodeDecodeError as error:
+        lines.put(DataError(f"{getattr(source, 'name', 'input')}:{number + 1}: not valid UTF-8 ({error.reason})"))
+    lines.put(None)
 
 
 def write_translations(translator: Translator, lines: list[str], sink: TextIO, options: dict) -> None:
@@ -80,11 +100,3 @@ def write_translations(translator: Translator, lines: list[str], sink: TextIO, o
             for rank, result in enumerate(options_):
                 sink.write(f"{rank + 1}\t{result.hypothesis.normalized:.4f}\t{result.text}\n")
     sink.flush()
-
-
-def more_waiting(source: TextIO) -> bool:
-    try:
-        ready, _, _ = select.select([source], [], [], 0)
-        return bool(ready)
-    except (OSError, ValueError, TypeError):  # not a real file (tests, Windows pipes): read on
-        return True

@@ -20,7 +20,7 @@ from s2s.checkpoint import load_state, load_weights, save_state, save_weights
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.data.batching import Batch, batch_indices, collate
 from s2s.data.corpus import load_split
-from s2s.errors import RecipeError, RunError
+from s2s.errors import DataError, RecipeError, RunError
 from s2s.inference import Translator
 from s2s.metrics import score_corpus
 from s2s.models import Seq2Seq, build_seq2seq, count_parameters
@@ -81,11 +81,21 @@ def prepare(recipe: Recipe, run_dir: Path, events: Events, reuse_tokenizer: bool
     else:
         tokenizers = train_tokenizers(recipe.tokenizer, train_pairs, tokenizer_dir)
     train = encode(train_pairs, tokenizers)
-    kept = [i for i in range(len(train.src))
-            if 0 < len(train.src[i]) <= recipe.data.max_length and 0 < len(train.tgt[i]) <= recipe.data.max_length]
+    kept = [
+        i
+        for i in range(len(train.src))
+        if 0 < len(train.src[i]) <= recipe.data.max_length and 0 < len(train.tgt[i]) <= recipe.data.max_length
+    ]
     empty = sum(1 for s, t in zip(train.src, train.tgt, strict=True) if not s or not t)
-    events.message(f"training pairs: {len(kept):,} kept, {empty:,} empty and "
-                   f"{len(train.src) - len(kept) - empty:,} over {recipe.data.max_length} tokens dropped")
+    events.message(
+        f"training pairs: {len(kept):,} kept, {empty:,} empty and "
+        f"{len(train.src) - len(kept) - empty:,} over {recipe.data.max_length} tokens dropped"
+    )
+    if not kept:
+        raise DataError(
+            f"data.train: no training pairs left after dropping empty ones and those over "
+            f"data.max_length = {recipe.data.max_length} tokens"
+        )
     train = Corpus(*([column[i] for i in kept] for column in (train.src, train.tgt, train.src_text, train.tgt_text)))
     return tokenizers, train, encode(valid_pairs, tokenizers)
 
@@ -115,9 +125,16 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         progress = self.restore(model, optimizer, scaler) if self.resume else Progress()
         translator = Translator(model, tokenizers, self.recipe.eval, self.device, self.dtype)
-        self.events.start({"parameters": count_parameters(model), "device": str(self.device),
-                           "precision": config.precision, "train_pairs": len(train.src),
-                           "max_steps": config.max_steps, "resumed_at": progress.step})
+        self.events.start(
+            {
+                "parameters": count_parameters(model),
+                "device": str(self.device),
+                "precision": config.precision,
+                "train_pairs": len(train.src),
+                "max_steps": config.max_steps,
+                "resumed_at": progress.step,
+            }
+        )
         lengths = [max(len(s), len(t)) + 1 for s, t in zip(train.src, train.tgt, strict=True)]
         validation_seconds, stop_reason = 0.0, None
         window = {"tokens": 0, "loss": 0.0, "steps": 0, "since": time.monotonic()}
@@ -136,8 +153,13 @@ class Trainer:
                     self.log_window(window, progress, optimizer)
                 elapsed = time.monotonic() - started
                 out_of_time = config.max_time and elapsed + 1.1 * validation_seconds >= config.max_time
-                stop_reason = ("max_steps" if config.max_steps and progress.step >= config.max_steps
-                               else "max_time" if out_of_time else None)
+                stop_reason = (
+                    "max_steps"
+                    if config.max_steps and progress.step >= config.max_steps
+                    else "max_time"
+                    if out_of_time
+                    else None
+                )
                 if progress.step % config.validate_every == 0 or stop_reason:
                     tick = time.monotonic()
                     if self.validate(model, translator, valid, progress, optimizer):
@@ -154,8 +176,14 @@ class Trainer:
                     stop_reason = "max_epochs"
                     self.validate(model, translator, valid, progress, optimizer)
                     self.save(model, optimizer, scaler, progress)
-        summary = {"stop": stop_reason, "steps": progress.step, "epochs": progress.epoch, "best": progress.best,
-                   "keep_best_by": config.keep_best_by, "seconds": round(time.monotonic() - started, 1)}
+        summary = {
+            "stop": stop_reason,
+            "steps": progress.step,
+            "epochs": progress.epoch,
+            "best": progress.best,
+            "keep_best_by": config.keep_best_by,
+            "seconds": round(time.monotonic() - started, 1),
+        }
         self.log({"event": "end", **summary})
         self.events.end(summary)
         return summary
@@ -173,7 +201,7 @@ class Trainer:
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext())
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             _, loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -182,20 +210,25 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
         scaler.step(optimizer)
         scaler.update()
-        return float(loss), batch.n_target_tokens
+        return float(loss.detach()), batch.n_target_tokens
 
     def log_window(self, window: dict, progress: Progress, optimizer) -> None:
         seconds = max(1e-9, time.monotonic() - window["since"])
         loss = window["loss"] / window["steps"]
-        record = {"event": "train", "step": progress.step, "epoch": progress.epoch, "loss": round(loss, 4),
-                  "ppl": round(math.exp(min(loss, 50)), 2), "lr": optimizer.param_groups[0]["lr"],
-                  "tokens_per_s": round(window["tokens"] / seconds)}
+        record = {
+            "event": "train",
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": round(loss, 4),
+            "ppl": round(math.exp(min(loss, 50)), 2),
+            "lr": optimizer.param_groups[0]["lr"],
+            "tokens_per_s": round(window["tokens"] / seconds),
+        }
         self.log(record)
         self.events.step(record)
         window.update(tokens=0, loss=0.0, steps=0, since=time.monotonic())
 
-    def validate(self, model: Seq2Seq, translator: Translator, valid: Corpus, progress: Progress,
-                 optimizer) -> bool:
+    def validate(self, model: Seq2Seq, translator: Translator, valid: Corpus, progress: Progress, optimizer) -> bool:
         """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
         config, started = self.config, time.monotonic()
         loss = validation_loss(model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
@@ -203,8 +236,9 @@ class Trainer:
         hypotheses = translator.best(valid.src_text[:count], beam_size=self.recipe.eval.valid_beam_size)
         scores = score_corpus(hypotheses, valid.tgt_text[:count])
         value = loss if config.keep_best_by == "loss" else scores[config.keep_best_by]
-        improved = progress.best is None or (value < progress.best if config.keep_best_by == "loss"
-                                             else value > progress.best)
+        improved = progress.best is None or (
+            value < progress.best if config.keep_best_by == "loss" else value > progress.best
+        )
         if improved:
             progress.best, progress.bad_validations = value, 0
             save_weights(model, self.run_dir / "best.safetensors")
@@ -212,19 +246,33 @@ class Trainer:
             progress.bad_validations += 1
             if config.lr_patience and progress.bad_validations % (config.lr_patience + 1) == 0:
                 progress.lr_scale *= config.lr_decay
-        record = {"event": "valid", "step": progress.step, "loss": round(loss, 4),
-                  "ppl": round(math.exp(min(loss, 50)), 2), **{k: scores[k] for k in ("bleu", "chrf", "exact_match")},
-                  "best": progress.best, "improved": improved, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": round(time.monotonic() - started, 1), "signature": scores["signature"]["bleu"]}
+        record = {
+            "event": "valid",
+            "step": progress.step,
+            "loss": round(loss, 4),
+            "ppl": round(math.exp(min(loss, 50)), 2),
+            **{k: scores[k] for k in ("bleu", "chrf", "exact_match")},
+            "best": progress.best,
+            "improved": improved,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.monotonic() - started, 1),
+            "signature": scores["signature"]["bleu"],
+        }
         self.log(record)
         self.events.validated(record)
         return bool(config.patience and progress.bad_validations >= config.patience)
 
     def save(self, model: Seq2Seq, optimizer, scaler, progress: Progress) -> None:
         save_weights(model, self.run_dir / "last.safetensors")
-        save_state({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                    "progress": vars(progress), "torch_rng": torch.get_rng_state()},
-                   self.run_dir / "last.state.pt")
+        save_state(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "progress": vars(progress),
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.run_dir / "last.state.pt",
+        )
 
     def restore(self, model: Seq2Seq, optimizer, scaler) -> Progress:
         load_weights(model, self.run_dir / "last.safetensors")

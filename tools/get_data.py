@@ -20,8 +20,11 @@ MULTI30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
 
 # name → {file name: download URL}. Data sets without URLs here can be filled with --from.
 DATASETS: dict[str, dict[str, str]] = {
-    "multi30k": {f"{split}.{lang}.gz": f"{MULTI30K}{split}.{lang}.gz"
-                 for split in ("train", "val", "test_2016_flickr") for lang in ("de", "en", "fr")},
+    "multi30k": {
+        f"{split}.{lang}.gz": f"{MULTI30K}{split}.{lang}.gz"
+        for split in ("train", "val", "test_2016_flickr")
+        for lang in ("de", "en", "fr")
+    },
     "sst2": {},
     "imdb": {},
     "flickr8k": {},

@@ -58,17 +58,18 @@ def collate(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int
     )
 
 
-def batch_indices(
-    lengths: list[int], batch_size: int, by_tokens: bool, rng: random.Random | None
-) -> list[list[int]]:
+def batch_indices(lengths: list[int], batch_size: int, by_tokens: bool, rng: random.Random | None) -> list[list[int]]:
     """Group example positions into batches. With ``rng`` the order is shuffled (training); without, the
     examples keep their order in length-sorted batches (inference), and callers restore the input order."""
     order = list(range(len(lengths)))
     if rng is not None:
         rng.shuffle(order)
         pool = POOL_BATCHES * (batch_size if not by_tokens else max(1, batch_size // max(1, _mean(lengths))))
-        order = [i for start in range(0, len(order), pool)
-                 for i in sorted(order[start : start + pool], key=lengths.__getitem__)]
+        order = [
+            i
+            for start in range(0, len(order), pool)
+            for i in sorted(order[start : start + pool], key=lengths.__getitem__)
+        ]
     else:
         order.sort(key=lengths.__getitem__)
     batches = cut(order, lengths, batch_size, by_tokens)

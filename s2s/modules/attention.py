@@ -29,8 +29,9 @@ class Attention(nn.Module):
         """[B, S, K] → [B, S, Q], once per batch."""
         return keys if self.key_proj is None else self.key_proj(keys)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """query [B, T, Q], projected keys [B, S, Q], values [B, S, K], mask [B, S]
         → context [B, T, K], weights [B, T, S] (rows sum to one over real tokens, zero on padding)."""
         if self.kind == "bahdanau":

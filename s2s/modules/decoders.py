@@ -63,17 +63,33 @@ class Bridge(nn.Module):
 
 
 class RNNDecoder(nn.Module):
-    def __init__(self, vocab_size: int, embedding_size: int, hidden_size: int, layers: int, cell: str,
-                 dropout: float, summary_size: int, attention: str, input_feeding: bool, every_step: bool,
-                 tie_embeddings: bool):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        layers: int,
+        cell: str,
+        dropout: float,
+        summary_size: int,
+        attention: str,
+        input_feeding: bool,
+        every_step: bool,
+        tie_embeddings: bool,
+    ):
         super().__init__()
         if input_feeding and attention == "none":
             raise ValueError("input feeding needs attention")
         self.input_feeding, self.every_step = input_feeding, every_step
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
         rnn_input = embedding_size + hidden_size * input_feeding + summary_size * every_step
-        self.rnn = RNN_CELLS[cell](rnn_input, hidden_size, num_layers=layers, batch_first=True,
-                                   dropout=dropout if layers > 1 else 0.0)
+        self.rnn = RNN_CELLS[cell](
+            rnn_input,
+            hidden_size,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.attention = Attention(attention, hidden_size, summary_size) if attention != "none" else None
         combined = hidden_size + summary_size * (self.attention is not None) + summary_size * every_step
         self.combine = nn.Linear(combined, hidden_size) if combined != hidden_size else None
@@ -94,8 +110,9 @@ class RNNDecoder(nn.Module):
         feed = memory.summary.new_zeros(memory.summary.size(0), self.rnn.hidden_size) if self.input_feeding else None
         return DecoderState(hidden, feed)
 
-    def forward(self, prev: torch.Tensor, state: DecoderState,
-                memory: Memory) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+    def forward(
+        self, prev: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """prev [B, T] previous target ids → logits [B, T, V], the state after step T, attention [B, T, S]."""
         embedded = self.dropout(self.embed(prev))  # [B, T, E]
         if self.input_feeding:

@@ -20,12 +20,27 @@ class EncoderOutput(NamedTuple):
 
 
 class RNNEncoder(nn.Module):
-    def __init__(self, vocab_size: int, embedding_size: int, hidden_size: int, layers: int, cell: str,
-                 bidirectional: bool, dropout: float, reverse_source: bool):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        layers: int,
+        cell: str,
+        bidirectional: bool,
+        dropout: float,
+        reverse_source: bool,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
-        self.rnn = RNN_CELLS[cell](embedding_size, hidden_size, num_layers=layers, batch_first=True,
-                                   bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = RNN_CELLS[cell](
+            embedding_size,
+            hidden_size,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(dropout)
         self.reverse_source = reverse_source
         self.output_size = hidden_size * (2 if bidirectional else 1)

@@ -1,0 +1,69 @@
+"""tools/bench.py end to end on the tiny recipe: figures as JSON on the last line, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TINY, write_recipe
+
+BENCH = ROOT / "tools" / "bench.py"
+KEYS = (
+    "train_tokens_per_s",
+    "decode_greedy_sents_per_s",
+    "decode_beam5_sents_per_s",
+    "peak_rss_mb",
+    "padding_fraction",
+    "device",
+    "dtype",
+)
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_bench_reports_positive_figures_as_json(tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.yaml", TINY)
+    done = bench(
+        str(recipe),
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--decode-sentences",
+        "8",
+        "--precision",
+        "fp32",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in KEYS:
+        assert key in result, key
+    for key in ("train_tokens_per_s", "decode_greedy_sents_per_s", "decode_beam5_sents_per_s", "peak_rss_mb"):
+        assert result[key] > 0, key
+    assert 0 <= result["padding_fraction"] < 1
+    assert result["dtype"] == "fp32"
+    assert result["device"] in ("cpu", "cuda")
+    assert result["train_steps"] == 3
+    assert [row["dtype"] for row in result["rows"]] == ["fp32"]
+    assert "train tok/s" in done.stdout  # the table comes before the JSON line
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--set", "model.encoder.cell=lstmm"], 2, "model.encoder.cell: 'lstmm' is not one of"),
+        (["--set", "train.device=cpu", "--precision", "fp16"], 2, "fp16 needs a CUDA device"),
+    ],
+)
+def test_bench_errors_are_one_line(tmp_path, args, code, message):
+    recipe = write_recipe(tmp_path / "tiny.yaml", TINY)
+    done = bench(str(recipe), *args)
+    assert done.returncode == code
+    assert done.stderr.startswith("bench: error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

@@ -1,0 +1,160 @@
+"""The encoder–decoder: padding never changes a sentence's result; reversal really reverses; attention is a
+distribution over real source tokens."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from s2s.config import DecoderConfig, EncoderConfig, ModelConfig
+from s2s.data.batching import collate
+from s2s.errors import RecipeError
+from s2s.models import build_seq2seq
+from s2s.modules.encoders import reverse_padded
+
+VOCAB = 23
+SENTENCES = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+TARGETS = [[4, 5, 6], [7, 8, 9, 10, 11], [12]]
+
+
+def small_model(
+    cell="gru",
+    bidirectional=True,
+    layers=1,
+    attention="bahdanau",
+    input_feeding=True,
+    reverse=False,
+    conditioning="init",
+    dec_layers=1,
+    seed=0,
+):
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        encoder=EncoderConfig(
+            cell=cell,
+            embedding_size=8,
+            hidden_size=6,
+            layers=layers,
+            bidirectional=bidirectional,
+            dropout=0.0,
+            reverse_source=reverse,
+        ),
+        decoder=DecoderConfig(
+            cell=cell,
+            embedding_size=8,
+            hidden_size=12 if bidirectional else 6,
+            layers=dec_layers,
+            dropout=0.0,
+            attention=attention,
+            input_feeding=input_feeding and attention != "none",
+            conditioning=conditioning,
+        ),
+    )
+    return build_seq2seq(config, VOCAB, VOCAB).eval()
+
+
+VARIANTS = [
+    dict(cell=c, bidirectional=b, attention=a, reverse=r)
+    for c, b, a, r in itertools.product(
+        ["gru", "lstm"], [True, False], ["bahdanau", "luong_general", "none"], [False, True]
+    )
+] + [
+    dict(attention="luong_dot"),
+    dict(layers=2, dec_layers=3),
+    dict(conditioning="every_step", attention="none"),
+    dict(input_feeding=False),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
+def test_a_sentence_gets_the_same_result_alone_as_inside_a_padded_batch(variant):
+    model = small_model(**variant)
+    batch = collate(SENTENCES, TARGETS, [0, 1, 2])
+    with torch.no_grad():
+        memory = model.encode(batch.src, batch.src_lengths)
+        logits, _ = model(batch)
+        for i, (source, target) in enumerate(zip(SENTENCES, TARGETS, strict=True)):
+            alone = collate([source], [target], [i])
+            alone_memory = model.encode(alone.src, alone.src_lengths)
+            alone_logits, _ = model(alone)
+            n, t = len(source), len(target) + 1
+            torch.testing.assert_close(memory.states[i, :n], alone_memory.states[0, :n])
+            torch.testing.assert_close(memory.summary[i], alone_memory.summary[0])
+            torch.testing.assert_close(logits[i, :t], alone_logits[0, :t], atol=1e-5, rtol=1e-4)
+
+
+def test_reverse_source_reads_the_source_backwards_and_reports_states_in_source_order():
+    plain, reversed_ = small_model(reverse=False), small_model(reverse=True)
+    reversed_.load_state_dict(plain.state_dict())
+    batch = collate(SENTENCES, None, [0, 1, 2])
+    flipped = collate([s[::-1] for s in SENTENCES], None, [0, 1, 2])
+    with torch.no_grad():
+        by_flag = reversed_.encoder(batch.src, batch.src_lengths)
+        by_hand = plain.encoder(flipped.src, flipped.src_lengths)
+    torch.testing.assert_close(by_flag.states, reverse_padded(by_hand.states, batch.src_lengths))
+    torch.testing.assert_close(by_flag.summary, by_hand.summary)
+
+
+def test_reverse_padded_keeps_padding_in_place_and_round_trips():
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    assert reverse_padded(x, lengths).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+    assert torch.equal(reverse_padded(reverse_padded(x, lengths), lengths), x)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+def test_attention_weights_sum_to_one_over_real_tokens_and_are_zero_on_padding(attention):
+    model = small_model(attention=attention)
+    batch = collate(SENTENCES, None, [0, 1, 2])
+    with torch.no_grad():
+        memory = model.encode(batch.src, batch.src_lengths)
+        _, _, weights = model.step(torch.tensor([2, 2, 2]), model.initial_state(memory), memory)
+    for i, sentence in enumerate(SENTENCES):
+        assert weights[i, : len(sentence)].sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert torch.all(weights[i, len(sentence) :] == 0)
+
+
+def test_one_step_at_a_time_equals_teacher_forcing_over_the_whole_target():
+    model = small_model()
+    batch = collate(SENTENCES, TARGETS, [0, 1, 2])
+    with torch.no_grad():
+        logits, _ = model(batch)
+        memory = model.encode(batch.src, batch.src_lengths)
+        state = model.initial_state(memory)
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state, _ = model.step(batch.tgt_in[:, t], state, memory)
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-4)
+
+
+def test_tied_embeddings_share_one_matrix():
+    config = ModelConfig(
+        decoder=DecoderConfig(embedding_size=16, hidden_size=16, tie_embeddings=True),
+        encoder=EncoderConfig(embedding_size=16, hidden_size=8),
+    )
+    model = build_seq2seq(config, VOCAB, VOCAB)
+    assert model.decoder.output.weight is model.decoder.embed.weight
+
+
+@pytest.mark.parametrize(
+    ("decoder", "message"),
+    [
+        (dict(attention="none", input_feeding=True), "model.decoder.input_feeding: needs attention"),
+        (dict(tie_embeddings=True, embedding_size=8, hidden_size=16), "model.decoder.tie_embeddings"),
+        (dict(attention="luong_dot", hidden_size=16), "model.decoder.attention: luong_dot needs"),
+    ],
+)
+def test_model_settings_that_conflict_name_their_recipe_keys(decoder, message):
+    config = ModelConfig(decoder=DecoderConfig(**decoder), encoder=EncoderConfig(hidden_size=16))
+    with pytest.raises(RecipeError, match=message):
+        build_seq2seq(config, VOCAB, VOCAB)
+
+
+def test_training_loss_is_label_smoothed_cross_entropy_per_target_token():
+    model = small_model()
+    batch = collate(SENTENCES, TARGETS, [0, 1, 2])
+    logits, loss = model(batch, label_smoothing=0.0)
+    mask = batch.tgt_out.ne(0)
+    expected = torch.nn.functional.cross_entropy(logits[mask], batch.tgt_out[mask])
+    torch.testing.assert_close(loss, expected)

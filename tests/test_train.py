@@ -1,0 +1,126 @@
+"""Training: the loss goes down, the run directory holds everything needed to reproduce and use the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s2s.config import load_recipe
+from s2s.errors import RecipeError, RunError
+from s2s.train import Events, Trainer
+from tests.conftest import TINY, write_recipe
+
+
+class Recorder(Events):
+    def __init__(self):
+        self.steps, self.validations, self.messages = [], [], []
+
+    def step(self, record):
+        self.steps.append(record)
+
+    def validated(self, record):
+        self.validations.append(record)
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+def log_records(run_dir, event):
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_a_short_training_run_lowers_the_loss(trained_run):
+    train = log_records(trained_run, "train")
+    assert train[-1]["loss"] < 0.7 * train[0]["loss"]
+    valid = log_records(trained_run, "valid")
+    assert [v["step"] for v in valid] == [20, 40]
+    assert all(k in valid[0] for k in ("loss", "ppl", "bleu", "chrf", "exact_match", "signature"))
+
+
+def test_the_run_directory_holds_recipe_tokenizer_checkpoints_and_log(trained_run):
+    for name in (
+        "recipe.yaml",
+        "tokenizer/joint.model",
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.pt",
+        "log.jsonl",
+    ):
+        assert (trained_run / name).is_file(), name
+    again = load_recipe(trained_run / "recipe.yaml")
+    assert again.model.encoder.hidden_size == TINY["model"]["encoder"]["hidden_size"]
+    assert again.train.max_steps == TINY["train"]["max_steps"]
+
+
+def test_dropped_training_pairs_are_counted_in_the_log(tmp_path):
+    tree = {**TINY, "data": {**TINY["data"], "max_length": 12}, "train": {**TINY["train"], "max_steps": 1}}
+    events = Recorder()
+    Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), tmp_path / "run", events).run()
+    (message,) = [m for m in events.messages if m.startswith("training pairs")]
+    kept, dropped = message.split(": ")[1].split(" kept, ")
+    assert int(kept.replace(",", "")) < 3000
+    assert "over 12 tokens dropped" in dropped and not dropped.startswith("0 empty and 0 ")
+
+
+def test_a_run_directory_is_never_overwritten_and_resume_continues_it(tmp_path):
+    recipe_file = write_recipe(
+        tmp_path / "r.yaml", {**TINY, "train": {**TINY["train"], "max_steps": 10, "validate_every": 10}}
+    )
+    run_dir = tmp_path / "run"
+    Trainer(load_recipe(recipe_file), run_dir).run()
+    tokenizer_bytes = (run_dir / "tokenizer" / "joint.model").read_bytes()
+    with pytest.raises(RunError, match="already holds a run; use --resume"):
+        Trainer(load_recipe(recipe_file), run_dir).run()
+    longer = load_recipe(recipe_file, ["train.max_steps=20"])
+    summary = Trainer(longer, run_dir, resume=True).run()
+    assert summary["steps"] == 20
+    assert (run_dir / "tokenizer" / "joint.model").read_bytes() == tokenizer_bytes
+    assert [r["step"] for r in log_records(run_dir, "valid")] == [10, 20]
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(RunError, match="nothing to resume"):
+        Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", TINY)), tmp_path / "empty", resume=True).run()
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=bf16", "train.max_steps=20"])
+    events = Recorder()
+    Trainer(recipe, tmp_path / "run", events).run()
+    assert events.steps[-1]["loss"] < events.steps[0]["loss"]
+
+
+def test_fp16_on_the_cpu_is_refused_with_the_recipe_key(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=fp16", "train.device=cpu"])
+    with pytest.raises(RecipeError, match="train.precision: fp16 needs a CUDA device"):
+        Trainer(recipe, tmp_path / "run")
+
+
+def test_training_stops_at_max_epochs(tmp_path):
+    tree = {
+        **TINY,
+        "data": {**TINY["data"], "generator": {**TINY["data"]["generator"], "train_size": 64}},
+        "train": {**TINY["train"], "max_steps": None, "max_epochs": 2, "batch_size": 32},
+    }
+    summary = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), tmp_path / "run").run()
+    assert (summary["stop"], summary["epochs"], summary["steps"]) == ("max_epochs", 2, 4)
+
+
+def test_early_stopping_after_patience_validations_without_improvement(tmp_path):
+    tree = {
+        **TINY,
+        "train": {
+            **TINY["train"],
+            "lr": 1e-9,
+            "min_lr": 0,
+            "max_steps": 200,
+            "validate_every": 2,
+            "patience": 2,
+            "keep_best_by": "exact_match",
+        },
+    }
+    summary = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), tmp_path / "run").run()
+    assert summary["stop"] == "patience"
+    assert summary["steps"] == 6
