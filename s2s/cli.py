@@ -3,9 +3,11 @@ or 1 (runtime), never a traceback."""
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,6 +16,12 @@ from typing import Annotated
 import typer
 
 from s2s.errors import S2SError
+
+
+class Checkpoint(str, enum.Enum):
+    best = "best"
+    last = "last"
+
 
 app = typer.Typer(
     help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate.",
@@ -61,6 +69,9 @@ def train(
         Path | None,
         typer.Option("--resume", help="Continue the run in this directory from its last checkpoint."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run in the run directory instead of refusing.")
+    ] = False,
 ) -> None:
     """Train a model from a recipe; checkpoints, tokenizer, log and the resolved recipe go to the run directory."""
     from s2s.config import load_recipe
@@ -73,7 +84,11 @@ def train(
     config = load_recipe(recipe_path, set_ or [])
     target = resume or run_dir or Path(config.run_dir or f"runs/{config.name}")
     config.run_dir = str(target)
-    Trainer(config, target, RichEvents(), resume=resume is not None).run()
+    if overwrite and resume is None and (target / "recipe.yaml").is_file():
+        shutil.rmtree(target)
+    summary = Trainer(config, target, RichEvents(), resume=resume is not None).run()
+    if summary["stop"] in ("SIGINT", "SIGTERM"):
+        raise typer.Exit(130 if summary["stop"] == "SIGINT" else 143)
 
 
 @app.command()
@@ -84,14 +99,21 @@ def evaluate(
     src: Annotated[Path | None, typer.Option(help="Source file to translate (plain or .gz), with --ref.")] = None,
     ref: Annotated[Path | None, typer.Option(help="Reference file (plain or .gz), with --src.")] = None,
     beam: Annotated[int | None, typer.Option(min=1, help="Beam size (default: the recipe's eval.beam_size).")] = None,
-    alpha: Annotated[float, typer.Option(min=0.0, help="Length penalty alpha for beam search.")] = 0.0,
-    checkpoint: Annotated[str, typer.Option(help="Which weights: best or last.")] = "best",
-    out: Annotated[Path | None, typer.Option(help="Write hypotheses here (default RUN/eval/NAME.hyp.txt).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(min=0.0, help="Length penalty alpha (default: the recipe's eval.length_penalty).")
+    ] = None,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="Which weights to use.")] = Checkpoint.best,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for hypotheses (NAME.hyp.txt) and pictures (default RUN/eval).")
+    ] = None,
+    plot_attention: Annotated[
+        int, typer.Option(min=0, help="Write PNG attention heat maps of the first N sentences to OUT/attention/.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
 ) -> None:
     """Translate a split (or --src/--ref files) and score it with sacreBLEU: BLEU, chrF, exact match."""
-    from s2s.checkpoint import atomic_write
     from s2s.data.corpus import load_split, read_text_pair
+    from s2s.files import atomic_write
     from s2s.inference import load_run
     from s2s.metrics import score_corpus
 
@@ -101,22 +123,41 @@ def evaluate(
         raise typer.BadParameter("--src and --ref go together", param_hint="--ref")
     if split is not None and split not in ("valid", "test"):
         raise typer.BadParameter(f"{split!r} is not one of: valid, test", param_hint="--split")
-    recipe, translator = load_run(run, checkpoint)
+    recipe, translator = load_run(run, checkpoint.value)
     pairs = load_split(recipe.data, split) if split else read_text_pair(src, ref)
+    sources = [s for s, _ in pairs]
     started = time.perf_counter()
-    hypotheses = translator.best([s for s, _ in pairs], beam_size=beam, alpha=alpha)
+    hypotheses = translator.best(sources, beam_size=beam, alpha=alpha)
     seconds = time.perf_counter() - started
     result = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(seconds, 2)}
-    out = out or run / "eval" / f"{split or Path(src).name}.hyp.txt"
-    atomic_write(out, lambda tmp: Path(tmp).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8"))
-    result["hypotheses"] = str(out)
+    out = out or run / "eval"
+    hypotheses_file = out / f"{split or Path(src).name}.hyp.txt"
+    text = "".join(h + "\n" for h in hypotheses)
+    atomic_write(hypotheses_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    result["hypotheses"] = str(hypotheses_file)
+    if plot_attention:
+        result["attention_plots"] = plot_first(translator, sources[:plot_attention], out / "attention", beam, alpha)
     if as_json:
         typer.echo(json.dumps(result))
         return
     typer.echo(f"BLEU  {result['bleu']:6.2f}  {result['signature']['bleu']}")
     typer.echo(f"chrF  {result['chrf']:6.2f}  {result['signature']['chrf']}")
     typer.echo(f"exact {result['exact_match']:6.2f}  ({result['n_sentences']} sentences, {seconds:.1f} s)")
-    typer.echo(f"hypotheses: {out}")
+    typer.echo(f"hypotheses: {hypotheses_file}")
+    if plot_attention:
+        typer.echo(f"attention heat maps: {out / 'attention'}")
+
+
+def plot_first(translator, sources: list[str], directory: Path, beam: int | None, alpha: float | None) -> list[str]:
+    from s2s.pictures import save_heatmap
+
+    paths = []
+    for number, options in enumerate(translator.translate(sources, beam_size=beam, alpha=alpha, attention=True)):
+        best = options[0]
+        path = directory / f"{number + 1:04d}.png"
+        save_heatmap(path, best.source_pieces, best.target_pieces, best.hypothesis.attention)
+        paths.append(str(path))
+    return paths
 
 
 @app.command()
@@ -125,8 +166,13 @@ def translate(
     model: Annotated[Path, typer.Option("--model", help="Run directory of a trained model.")],
     beam: Annotated[int | None, typer.Option(min=1, help="Beam size (default: the recipe's eval.beam_size).")] = None,
     nbest: Annotated[int, typer.Option(min=1, help="Print this many translations per sentence.")] = 1,
-    alpha: Annotated[float, typer.Option(min=0.0, help="Length penalty alpha for beam search.")] = 0.0,
-    checkpoint: Annotated[str, typer.Option(help="Which weights: best or last.")] = "best",
+    alpha: Annotated[
+        float | None, typer.Option(min=0.0, help="Length penalty alpha (default: the recipe's eval.length_penalty).")
+    ] = None,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="Which weights to use.")] = Checkpoint.best,
+    show_attention: Annotated[
+        bool, typer.Option("--show-attention", help="Print an attention heat map for each sentence (to stderr).")
+    ] = False,
     input_: Annotated[Path | None, typer.Option("--input", help="Read sentences from this file.")] = None,
     output: Annotated[
         Path | None, typer.Option(help="Write translations to this file (written whole at the end).")
@@ -135,16 +181,16 @@ def translate(
     """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
     import io
 
-    from s2s.checkpoint import atomic_write
     from s2s.data.corpus import read_lines
+    from s2s.files import atomic_write
     from s2s.inference import load_run
     from s2s.shell import filter_lines, interactive, write_translations
 
-    recipe, translator = load_run(model, checkpoint)
+    recipe, translator = load_run(model, checkpoint.value)
     beam = beam or max(recipe.eval.beam_size, nbest)
     if nbest > beam:
         raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
-    options = {"beam_size": beam, "nbest": nbest, "alpha": alpha}
+    options = {"beam_size": beam, "nbest": nbest, "alpha": alpha, "attention": show_attention}
     if input_ is not None or output is not None:
         lines = read_lines(input_) if input_ is not None else sys.stdin.read().splitlines()
         buffer = io.StringIO()

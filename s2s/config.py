@@ -124,6 +124,7 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     beam_size: int = Field(1, gt=0)
+    length_penalty: float = Field(0.0, ge=0)  # GNMT alpha: 0 ranks by log-probability, larger favours longer output
     max_length_ratio: float = Field(2.0, gt=0)  # hypotheses stop at ratio × source length + 10 tokens
     batch_size: int = Field(128, gt=0)  # sentences per decoding batch
     valid_beam_size: int = Field(1, gt=0)  # beam size of the validation BLEU during training (1: greedy)

@@ -50,6 +50,12 @@ class RichEvents(Events):
 
     def end(self, summary: dict) -> None:
         self.progress.stop()
+        if summary["stop"] in ("SIGINT", "SIGTERM"):
+            self.console.print(
+                f"{summary['stop']}: checkpoint saved at step {summary['steps']:,}; "
+                f"continue with: s2s train --resume {summary['run_dir']}"
+            )
+            return
         self.console.print(
             f"stopped ({summary['stop']}) after {summary['steps']:,} steps, {summary['seconds']:.0f} s; "
             f"best valid {summary['keep_best_by']}: {summary['best']}"

@@ -51,11 +51,12 @@ class Translator:
         sentences: list[str],
         beam_size: int | None = None,
         nbest: int = 1,
-        alpha: float = 0.0,
+        alpha: float | None = None,
         attention: bool = False,
     ) -> list[list[Translation]]:
         """The ``nbest`` translations of each sentence, in input order."""
         beam_size = beam_size or self.config.beam_size
+        alpha = self.config.length_penalty if alpha is None else alpha
         self.model.eval()  # the trainer shares this model and may have left it in training mode
         ids = self.tokenizers.src.encode(sentences)
         results: list[list[Translation] | None] = [None] * len(sentences)

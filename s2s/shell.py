@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TextIO
 
 from s2s.errors import DataError
-from s2s.inference import Translator
+from s2s.inference import Translation, Translator
+from s2s.pictures import terminal_heatmap
 
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
 
@@ -43,6 +44,8 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
             for rank, result in enumerate(results):
                 prefix = f"{rank + 1}. " if len(results) > 1 else ""
                 print(f"{prefix}{result.text}", file=out)
+                if options.get("attention"):
+                    print(heatmap(result), file=out)
             print(f"  ({time.perf_counter() - started:.2f} s)", file=out, flush=True)
     finally:
         if readline is not None:
@@ -94,9 +97,15 @@ def write_translations(translator: Translator, lines: list[str], sink: TextIO, o
             sink.write("\n")
             continue
         options_ = next(results)
+        if options.get("attention"):
+            print(heatmap(options_[0]), file=sys.stderr)
         if len(options_) == 1:
             sink.write(options_[0].text + "\n")
         else:
             for rank, result in enumerate(options_):
                 sink.write(f"{rank + 1}\t{result.hypothesis.normalized:.4f}\t{result.text}\n")
     sink.flush()
+
+
+def heatmap(result: Translation) -> str:
+    return terminal_heatmap(result.source_pieces, result.target_pieces, result.hypothesis.attention)

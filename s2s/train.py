@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -58,6 +60,31 @@ class Progress:
     bad_validations: int = 0
     lr_scale: float = 1.0
     history: list[float] = field(default_factory=list)
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM ask training to stop at the next step boundary and save a checkpoint;
+    a second Ctrl-C interrupts at once. Outside the main thread signals cannot be caught, and are left alone."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: str | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+        return self
+
+    def handle(self, signum, frame) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,48 +163,45 @@ class Trainer:
             }
         )
         lengths = [max(len(s), len(t)) + 1 for s, t in zip(train.src, train.tgt, strict=True)]
-        validation_seconds, stop_reason = 0.0, None
+        validation_seconds, stop = 0.0, None
         window = {"tokens": 0, "loss": 0.0, "steps": 0, "since": time.monotonic()}
-        while stop_reason is None:
-            epoch_rng = random.Random(config.seed * 100_003 + progress.epoch)
-            batches = batch_indices(lengths, config.batch_size, config.batch_by == "tokens", epoch_rng)
-            for indices in batches[progress.batch_in_epoch :]:
-                batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
-                loss, tokens = self.train_step(model, optimizer, scaler, batch.to(self.device), progress)
-                progress.step += 1
-                progress.batch_in_epoch += 1
-                window["tokens"] += tokens
-                window["loss"] += loss
-                window["steps"] += 1
-                if progress.step % config.log_every == 0:
-                    self.log_window(window, progress, optimizer)
-                elapsed = time.monotonic() - started
-                out_of_time = config.max_time and elapsed + 1.1 * validation_seconds >= config.max_time
-                stop_reason = (
-                    "max_steps"
-                    if config.max_steps and progress.step >= config.max_steps
-                    else "max_time"
-                    if out_of_time
-                    else None
-                )
-                if progress.step % config.validate_every == 0 or stop_reason:
-                    tick = time.monotonic()
-                    if self.validate(model, translator, valid, progress, optimizer):
-                        stop_reason = stop_reason or "patience"
-                    self.save(model, optimizer, scaler, progress)
-                    validation_seconds = time.monotonic() - tick
-                    window["since"] += validation_seconds  # validation time is not training speed
-                if stop_reason:
-                    break
-            else:
-                progress.epoch += 1
-                progress.batch_in_epoch = 0
-                if config.max_epochs and progress.epoch >= config.max_epochs:
-                    stop_reason = "max_epochs"
-                    self.validate(model, translator, valid, progress, optimizer)
-                    self.save(model, optimizer, scaler, progress)
+        with StopSignals() as signals:
+            while stop is None:
+                epoch_rng = random.Random(config.seed * 100_003 + progress.epoch)
+                batches = batch_indices(lengths, config.batch_size, config.batch_by == "tokens", epoch_rng)
+                for indices in batches[progress.batch_in_epoch :]:
+                    batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
+                    loss, tokens = self.train_step(model, optimizer, scaler, batch.to(self.device), progress)
+                    progress.step += 1
+                    progress.batch_in_epoch += 1
+                    window.update(
+                        tokens=window["tokens"] + tokens, loss=window["loss"] + loss, steps=window["steps"] + 1
+                    )
+                    if progress.step % config.log_every == 0:
+                        self.log_window(window, progress, optimizer)
+                    stop = signals.received or self.budget_spent(progress, started, validation_seconds)
+                    if signals.received:
+                        break  # an interrupt saves at once, without a validation
+                    if progress.step % config.validate_every == 0 or stop:
+                        tick = time.monotonic()
+                        if self.validate(model, translator, valid, progress, optimizer):
+                            stop = stop or "patience"
+                        self.save(model, optimizer, scaler, progress)
+                        validation_seconds = time.monotonic() - tick
+                        window["since"] += validation_seconds  # validation time is not training speed
+                    if stop:
+                        break
+                else:
+                    progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+                    if config.max_epochs and progress.epoch >= config.max_epochs:
+                        stop = "max_epochs"
+                        self.validate(model, translator, valid, progress, optimizer)
+                        self.save(model, optimizer, scaler, progress)
+            if signals.received:
+                self.save(model, optimizer, scaler, progress)
         summary = {
-            "stop": stop_reason,
+            "stop": stop,
+            "run_dir": str(self.run_dir),
             "steps": progress.step,
             "epochs": progress.epoch,
             "best": progress.best,
@@ -187,6 +211,15 @@ class Trainer:
         self.log({"event": "end", **summary})
         self.events.end(summary)
         return summary
+
+    def budget_spent(self, progress: Progress, started: float, validation_seconds: float) -> str | None:
+        """Why training must stop now, if it must: the step budget, or the time budget less a final validation."""
+        config = self.config
+        if config.max_steps and progress.step >= config.max_steps:
+            return "max_steps"
+        if config.max_time and time.monotonic() - started + 1.1 * validation_seconds >= config.max_time:
+            return "max_time"
+        return None
 
     def setup_run_dir(self) -> None:
         if self.resume:

@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,14 +179,15 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 @pytest.mark.parametrize(
     ("suffix", "out_option"),
     [("", False), (".gz", True)],
-    ids=["plain-files-default-out", "gzip-files-with-out"],
+    ids=["plain-files-default-out-dir", "gzip-files-with-out-dir"],
 )
 def test_evaluate_src_ref_files_plain_or_gzip(suffix, out_option, run, split_pairs, translator, tmp_path):
     pairs = split_pairs[:10] + EXTRA_DATES
     src = write_lines(tmp_path / f"dates{suffix and '-gz'}.src{suffix}", [s for s, _ in pairs])
     ref = write_lines(tmp_path / f"dates{suffix and '-gz'}.ref{suffix}", [t for _, t in pairs])
-    out = tmp_path / "dates.hyp.txt" if out_option else run / "eval" / f"{src.name}.hyp.txt"
-    result = s2s("evaluate", run, "--src", src, "--ref", ref, "--json", *(["--out", out] if out_option else []))
+    out_dir = tmp_path / "out" if out_option else run / "eval"
+    out = out_dir / f"{src.name}.hyp.txt"
+    result = s2s("evaluate", run, "--src", src, "--ref", ref, "--json", *(["--out", out_dir] if out_option else []))
     assert result.returncode == 0, result.stderr
     assert_no_traceback(result)
     scores = json.loads(result.stdout)
@@ -334,3 +337,61 @@ def test_usage_errors_exit_2_with_usage_and_the_problem(args, mentions, run, tmp
     assert "Usage: " in result.stderr
     assert mentions in flat(result.stderr)
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- attention pictures
+
+
+def test_evaluate_plots_attention_of_the_first_n_sentences_as_png(run, tmp_path):
+    out = tmp_path / "eval"
+    result = s2s("evaluate", run, "--split", "test", "--plot-attention", "2", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    plots = json.loads(result.stdout)["attention_plots"]
+    assert [Path(p).name for p in plots] == ["0001.png", "0002.png"]
+    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    assert (out / "test.hyp.txt").is_file()
+
+
+def test_translate_show_attention_draws_a_heat_map_on_stderr_and_keeps_stdout_one_line_per_input(run):
+    result = subprocess.run(
+        [*S2S, "translate", "--model", str(run), "--show-attention"],
+        input="March 3, 2021\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+    assert "</s>" in result.stderr
+    assert any(shade in result.stderr for shade in "░▒▓█")
+
+
+# ---------------------------------------------------------------- interrupting training
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_training_run_saves_a_checkpoint_and_says_how_to_resume(sig, exit_code, tmp_path):
+    tree = copy.deepcopy(TINY)
+    tree["train"].update(max_steps=100_000, validate_every=100_000, log_every=1)
+    recipe = write_recipe(tmp_path / "long.yaml", tree)
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen(
+        [*S2S, "train", str(recipe), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    log = run_dir / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count('"train"') >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child.send_signal(sig)
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == exit_code, stderr
+    assert "Traceback" not in stdout + stderr
+    assert f"continue with: s2s train --resume {run_dir}" in " ".join((stdout + stderr).split())
+    assert (run_dir / "last.state.pt").is_file() and (run_dir / "last.safetensors").is_file()
+    resumed = s2s("train", "--resume", run_dir, "--set", "train.max_steps=60")
+    assert resumed.returncode == 0, resumed.stderr

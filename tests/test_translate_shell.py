@@ -274,6 +274,7 @@ def test_shell_prompts_and_answers_each_sentence_with_its_time_until_an_empty_li
 
 def test_shell_ctrl_c_drops_the_line_and_keeps_the_shell_running(shell, translator, tmp_path):
     shell.send("half a sentence")
+    shell.expect_exact("half a sentence")  # typed and echoed, as a person sees it before pressing Ctrl-C
     shell.sendintr()
     shell.expect_exact("> ")
     shell.sendline(SENTENCE)
