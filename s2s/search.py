@@ -31,13 +31,14 @@ def max_lengths(src_lengths: torch.Tensor, ratio: float) -> torch.Tensor:
     return (src_lengths.float() * ratio).long() + 10
 
 
-def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Only EOS stays possible in ``rows`` (a bool mask over rows): those hypotheses end now."""
+def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Only EOS stays possible in ``rows`` (a bool mask over rows): those hypotheses end now. Callers normalise
+    before forcing, so a forced EOS still costs its real log-probability."""
     if not bool(rows.any()):
-        return log_probs
-    only_eos = torch.full_like(log_probs, float("-inf"))
-    only_eos[:, EOS] = log_probs[:, EOS]
-    return torch.where(rows[:, None], only_eos, log_probs)
+        return logits
+    only_eos = torch.full_like(logits, float("-inf"))
+    only_eos[:, EOS] = logits[:, EOS]
+    return torch.where(rows[:, None], only_eos, logits)
 
 
 @torch.inference_mode()
@@ -54,10 +55,10 @@ def greedy_search(
     limit = limit.to(src.device)
     tokens, weights = [], []
     for t in range(int(limit.max())):
-        log_probs, state, step_weights = model.step(prev, state, memory)
-        best, prev = force_eos(log_probs, limit == t + 1).max(-1)
+        logits, state, step_weights = model.step(prev, state, memory)
+        best, prev = force_eos(logits, limit == t + 1).max(-1)
         prev = prev.masked_fill(finished, PAD)
-        scores += best.masked_fill(finished, 0.0)
+        scores += (best - logits.logsumexp(-1)).masked_fill(finished, 0.0)  # the chosen token's log-probability
         tokens.append(prev)
         if attention:
             weights.append(step_weights)
@@ -110,9 +111,8 @@ def beam_search(
     state = model.initial_state(memory)
     beams = BeamState.start(batch, k, int(limit.max()), memory.mask.size(1), device, attention)
     for t in range(int(limit.max())):
-        log_probs, state, step_weights = model.step(beams.last_tokens(), state, memory)
-        log_probs = force_eos(log_probs, (limit == t + 1)[rows])
-        order = beams.advance(log_probs, step_weights, t, alpha, limit == t + 1)
+        logits, state, step_weights = model.step(beams.last_tokens(), state, memory)
+        order = beams.advance(logits, (limit == t + 1)[rows], step_weights, t, alpha, limit == t + 1)
         state = model.reorder_state(state, order)
         if bool(beams.done.all()):
             break
@@ -146,14 +146,18 @@ class BeamState:
     def last_tokens(self) -> torch.Tensor:
         return self.live_tokens[:, -1]
 
-    def advance(self, log_probs, step_weights, t, alpha, at_limit) -> torch.Tensor:
+    def advance(self, logits, rows_at_limit, step_weights, t, alpha, at_limit) -> torch.Tensor:
         """Extend, rank, retire finished hypotheses; return the row order for the model state."""
         batch, k = self.batch, self.k
-        vocab = log_probs.size(-1)
-        candidates = (self.live_scores.view(-1, 1) + log_probs).view(batch, k * vocab)  # [B, K·V]
+        if logits.size(-1) < 2 * k:
+            raise ValueError(f"a beam of {k} needs a vocabulary of at least {2 * k} tokens")
+        log_norm = logits.logsumexp(-1, keepdim=True)  # [B·K, 1]
+        # a sentence's best 2K candidates are among the best 2K of each of its beams: rank those only
+        beam_best, beam_tokens = force_eos(logits, rows_at_limit).topk(2 * k, dim=-1)  # [B·K, 2K]
+        candidates = (self.live_scores.view(-1, 1) + beam_best - log_norm).view(batch, 2 * k * k)  # [B, K·2K]
         top_scores, top_ids = candidates.topk(2 * k, dim=1)  # [B, 2K]
-        source_rows = torch.arange(batch, device=top_ids.device)[:, None] * k + top_ids // vocab  # [B, 2K]
-        tokens = top_ids % vocab
+        source_rows = torch.arange(batch, device=top_ids.device)[:, None] * k + top_ids // (2 * k)  # [B, 2K]
+        tokens = beam_tokens.view(batch, 2 * k * k).gather(1, top_ids)
         history = torch.cat([self.live_tokens[source_rows.view(-1)], tokens.view(-1, 1)], 1)  # [B·2K, t+2]
         history_attention = None
         if self.live_attention is not None:
