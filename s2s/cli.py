@@ -181,7 +181,7 @@ def translate(
     """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
     import io
 
-    from s2s.data.corpus import read_lines
+    from s2s.data.corpus import decode_lines, read_lines
     from s2s.files import atomic_write
     from s2s.inference import load_run
     from s2s.shell import filter_lines, interactive, write_translations
@@ -192,7 +192,7 @@ def translate(
         raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
     options = {"beam_size": beam, "nbest": nbest, "alpha": alpha, "attention": show_attention}
     if input_ is not None or output is not None:
-        lines = read_lines(input_) if input_ is not None else sys.stdin.read().splitlines()
+        lines = read_lines(input_) if input_ is not None else decode_lines(sys.stdin.buffer.read(), "<stdin>")
         buffer = io.StringIO()
         write_translations(translator, lines, buffer, options)
         if output is None:
@@ -202,7 +202,7 @@ def translate(
     elif sys.stdin.isatty():
         interactive(translator, options)
     else:
-        filter_lines(translator, sys.stdin, sys.stdout, recipe.eval.batch_size, options)
+        filter_lines(translator, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size, options)
 
 
 def main() -> None:

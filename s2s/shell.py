@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from s2s.errors import DataError
 from s2s.inference import Translation, Translator
@@ -37,6 +37,9 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
             except EOFError:
                 print(file=out)
                 break
+            if not is_utf8(line):
+                print("s2s: that line is not valid UTF-8; try again", file=out)
+                continue
             if not line.strip():
                 break
             started = time.perf_counter()
@@ -61,30 +64,32 @@ def filter_lines(translator: Translator, source: TextIO, sink: TextIO, batch_siz
     has buffered (which ``select`` on the descriptor cannot see)."""
     lines: queue.Queue[str | Exception | None] = queue.Queue()
     threading.Thread(target=_read_into, args=(source, lines), daemon=True).start()
-    count, at_end = 0, False
-    while not at_end:
+    count, end = 0, False
+    while end is False:
         pending = [lines.get()]
-        while pending[-1] is not None and len(pending) < batch_size and not lines.empty():
+        while isinstance(pending[-1], str) and len(pending) < batch_size and not lines.empty():
             pending.append(lines.get_nowait())
-        if isinstance(pending[-1], Exception):
-            raise pending[-1]
-        if pending[-1] is None:
-            at_end = True
-            pending.pop()
+        if not isinstance(pending[-1], str):  # None at the end of the input, or an error reading it
+            end = pending.pop()
         if pending:
             write_translations(translator, pending, sink, options)
             count += len(pending)
+    if isinstance(end, Exception):
+        raise end
     return count
 
 
-def _read_into(source: TextIO, lines: queue.Queue) -> None:
-    number = 0
-    try:
-        for line in iter(source.readline, ""):
-            number += 1
-            lines.put(line.rstrip("\r\n"))
-    except UnicodeDecodeError as error:
-        lines.put(DataError(f"{getattr(source, 'name', 'input')}:{number + 1}: not valid UTF-8 ({error.reason})"))
+def _read_into(source: TextIO | BinaryIO, lines: queue.Queue) -> None:
+    """Queue each line of ``source``; bytes are decoded line by line, so a bad byte names its line."""
+    for number, line in enumerate(iter(source.readline, source.read(0)), start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                origin = getattr(source, "name", "input")
+                lines.put(DataError(f"{origin}:{number}: not valid UTF-8 ({error.reason})"))
+                break
+        lines.put(line.rstrip("\r\n"))
     lines.put(None)
 
 
@@ -105,6 +110,15 @@ def write_translations(translator: Translator, lines: list[str], sink: TextIO, o
             for rank, result in enumerate(options_):
                 sink.write(f"{rank + 1}\t{result.hypothesis.normalized:.4f}\t{result.text}\n")
     sink.flush()
+
+
+def is_utf8(text: str) -> bool:
+    """False for text that came with undecodable bytes (kept as surrogates by Python's terminal handling)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def heatmap(result: Translation) -> str:

@@ -48,6 +48,10 @@ class Corpus:
     src_text: list[str]
     tgt_text: list[str]
 
+    def lengths(self) -> list[int]:
+        """What batching measures an example by: its longer side, with BOS or EOS."""
+        return [max(len(s), len(t)) + 1 for s, t in zip(self.src, self.tgt, strict=True)]
+
 
 @dataclass
 class Progress:
@@ -85,6 +89,34 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+@dataclass
+class Window:
+    """Training figures since the last log line."""
+
+    loss: float = 0.0
+    tokens: int = 0
+    steps: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.tokens, self.steps = self.loss + loss, self.tokens + tokens, self.steps + 1
+
+
+@dataclass
+class Session:
+    """Everything one training run works on; what ``save`` writes and ``restore`` reads back."""
+
+    model: Seq2Seq
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    translator: Translator
+    train: Corpus
+    valid: Corpus
+    progress: Progress
+    window: Window = field(default_factory=Window)
+    validation_seconds: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,7 +172,31 @@ class Trainer:
         self.dtype = autocast_dtype(self.config.precision, self.device)
 
     def run(self) -> dict:
+        """Train until a budget, early stopping or a signal ends the run; return a summary."""
         started = time.monotonic()
+        session = self.start()
+        lengths, stop = session.train.lengths(), None
+        with StopSignals() as signals:
+            while stop is None:
+                batches = epoch_batches(self.config, lengths, session.progress.epoch)
+                stop = self.train_epoch(session, batches[session.progress.batch_in_epoch :], signals, started)
+            if signals.received:
+                self.save(session)  # at once, without a validation
+        summary = {
+            "stop": stop,
+            "run_dir": str(self.run_dir),
+            "steps": session.progress.step,
+            "epochs": session.progress.epoch,
+            "best": session.progress.best,
+            "keep_best_by": self.config.keep_best_by,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        self.log({"event": "end", **summary})
+        self.events.end(summary)
+        return summary
+
+    def start(self) -> Session:
+        """Run directory, data, tokenizer, model and optimizer, fresh or restored from the last checkpoint."""
         config = self.config
         self.setup_run_dir()
         if config.threads:
@@ -150,8 +206,10 @@ class Trainer:
         model = build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(self.device)
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        progress = self.restore(model, optimizer, scaler) if self.resume else Progress()
         translator = Translator(model, tokenizers, self.recipe.eval, self.device, self.dtype)
+        session = Session(model, optimizer, scaler, translator, train, valid, Progress())
+        if self.resume:
+            self.restore(session)
         self.events.start(
             {
                 "parameters": count_parameters(model),
@@ -159,58 +217,48 @@ class Trainer:
                 "precision": config.precision,
                 "train_pairs": len(train.src),
                 "max_steps": config.max_steps,
-                "resumed_at": progress.step,
+                "resumed_at": session.progress.step,
             }
         )
-        lengths = [max(len(s), len(t)) + 1 for s, t in zip(train.src, train.tgt, strict=True)]
-        validation_seconds, stop = 0.0, None
-        window = {"tokens": 0, "loss": 0.0, "steps": 0, "since": time.monotonic()}
-        with StopSignals() as signals:
-            while stop is None:
-                epoch_rng = random.Random(config.seed * 100_003 + progress.epoch)
-                batches = batch_indices(lengths, config.batch_size, config.batch_by == "tokens", epoch_rng)
-                for indices in batches[progress.batch_in_epoch :]:
-                    batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
-                    loss, tokens = self.train_step(model, optimizer, scaler, batch.to(self.device), progress)
-                    progress.step += 1
-                    progress.batch_in_epoch += 1
-                    window.update(
-                        tokens=window["tokens"] + tokens, loss=window["loss"] + loss, steps=window["steps"] + 1
-                    )
-                    if progress.step % config.log_every == 0:
-                        self.log_window(window, progress, optimizer)
-                    stop = signals.received or self.budget_spent(progress, started, validation_seconds)
-                    if signals.received:
-                        break  # an interrupt saves at once, without a validation
-                    if progress.step % config.validate_every == 0 or stop:
-                        tick = time.monotonic()
-                        if self.validate(model, translator, valid, progress, optimizer):
-                            stop = stop or "patience"
-                        self.save(model, optimizer, scaler, progress)
-                        validation_seconds = time.monotonic() - tick
-                        window["since"] += validation_seconds  # validation time is not training speed
-                    if stop:
-                        break
-                else:
-                    progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
-                    if config.max_epochs and progress.epoch >= config.max_epochs:
-                        stop = "max_epochs"
-                        self.validate(model, translator, valid, progress, optimizer)
-                        self.save(model, optimizer, scaler, progress)
+        return session
+
+    def train_epoch(
+        self, session: Session, batches: list[list[int]], signals: StopSignals, started: float
+    ) -> str | None:
+        """Train on ``batches`` (the rest of an epoch), validating on schedule; return why to stop, if so."""
+        config, progress, train = self.config, session.progress, session.train
+        for indices in batches:
+            batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
+            loss, tokens = self.train_step(
+                session.model, session.optimizer, session.scaler, batch.to(self.device), progress
+            )
+            progress.step += 1
+            progress.batch_in_epoch += 1
+            session.window.add(loss, tokens)
+            if progress.step % config.log_every == 0:
+                self.log_window(session)
             if signals.received:
-                self.save(model, optimizer, scaler, progress)
-        summary = {
-            "stop": stop,
-            "run_dir": str(self.run_dir),
-            "steps": progress.step,
-            "epochs": progress.epoch,
-            "best": progress.best,
-            "keep_best_by": config.keep_best_by,
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        self.log({"event": "end", **summary})
-        self.events.end(summary)
-        return summary
+                return signals.received
+            stop = self.budget_spent(progress, started, session.validation_seconds)
+            if progress.step % config.validate_every == 0 or stop:
+                stopped_early = self.validate_and_save(session)  # a budget's last step is validated too
+                stop = stop or stopped_early
+            if stop:
+                return stop
+        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
+        if config.max_epochs and progress.epoch >= config.max_epochs:
+            self.validate_and_save(session)
+            return "max_epochs"
+        return None
+
+    def validate_and_save(self, session: Session) -> str | None:
+        """Validate, checkpoint, and return 'patience' when early stopping ends the run."""
+        tick = time.monotonic()
+        patience_out = self.validate(session)
+        self.save(session)
+        session.validation_seconds = time.monotonic() - tick
+        session.window.since += session.validation_seconds  # validation time is not training speed
+        return "patience" if patience_out else None
 
     def budget_spent(self, progress: Progress, started: float, validation_seconds: float) -> str | None:
         """Why training must stop now, if it must: the step budget, or the time budget less a final validation."""
@@ -245,28 +293,28 @@ class Trainer:
         scaler.update()
         return float(loss.detach()), batch.n_target_tokens
 
-    def log_window(self, window: dict, progress: Progress, optimizer) -> None:
-        seconds = max(1e-9, time.monotonic() - window["since"])
-        loss = window["loss"] / window["steps"]
+    def log_window(self, session: Session) -> None:
+        window, progress = session.window, session.progress
+        loss = window.loss / max(1, window.steps)
         record = {
             "event": "train",
             "step": progress.step,
             "epoch": progress.epoch,
             "loss": round(loss, 4),
             "ppl": round(math.exp(min(loss, 50)), 2),
-            "lr": optimizer.param_groups[0]["lr"],
-            "tokens_per_s": round(window["tokens"] / seconds),
+            "lr": session.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": round(window.tokens / max(1e-9, time.monotonic() - window.since)),
         }
         self.log(record)
         self.events.step(record)
-        window.update(tokens=0, loss=0.0, steps=0, since=time.monotonic())
+        session.window = Window()
 
-    def validate(self, model: Seq2Seq, translator: Translator, valid: Corpus, progress: Progress, optimizer) -> bool:
+    def validate(self, session: Session) -> bool:
         """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
-        config, started = self.config, time.monotonic()
-        loss = validation_loss(model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
+        config, started, progress, valid = self.config, time.monotonic(), session.progress, session.valid
+        loss = validation_loss(session.model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
         count = self.recipe.eval.valid_sentences or len(valid.src_text)
-        hypotheses = translator.best(valid.src_text[:count], beam_size=self.recipe.eval.valid_beam_size)
+        hypotheses = session.translator.best(valid.src_text[:count], beam_size=self.recipe.eval.valid_beam_size)
         scores = score_corpus(hypotheses, valid.tgt_text[:count])
         value = loss if config.keep_best_by == "loss" else scores[config.keep_best_by]
         improved = progress.best is None or (
@@ -274,7 +322,7 @@ class Trainer:
         )
         if improved:
             progress.best, progress.bad_validations = value, 0
-            save_weights(model, self.run_dir / "best.safetensors")
+            save_weights(session.model, self.run_dir / "best.safetensors")
         else:
             progress.bad_validations += 1
             if config.lr_patience and progress.bad_validations % (config.lr_patience + 1) == 0:
@@ -287,7 +335,7 @@ class Trainer:
             **{k: scores[k] for k in ("bleu", "chrf", "exact_match")},
             "best": progress.best,
             "improved": improved,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": session.optimizer.param_groups[0]["lr"],
             "seconds": round(time.monotonic() - started, 1),
             "signature": scores["signature"]["bleu"],
         }
@@ -295,29 +343,33 @@ class Trainer:
         self.events.validated(record)
         return bool(config.patience and progress.bad_validations >= config.patience)
 
-    def save(self, model: Seq2Seq, optimizer, scaler, progress: Progress) -> None:
-        save_weights(model, self.run_dir / "last.safetensors")
-        save_state(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "progress": vars(progress),
-                "torch_rng": torch.get_rng_state(),
-            },
-            self.run_dir / "last.state.pt",
-        )
+    def save(self, session: Session) -> None:
+        save_weights(session.model, self.run_dir / "last.safetensors")
+        state = {
+            "optimizer": session.optimizer.state_dict(),
+            "scaler": session.scaler.state_dict(),
+            "progress": vars(session.progress),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_state(state, self.run_dir / "last.state.pt")
 
-    def restore(self, model: Seq2Seq, optimizer, scaler) -> Progress:
-        load_weights(model, self.run_dir / "last.safetensors")
+    def restore(self, session: Session) -> None:
+        load_weights(session.model, self.run_dir / "last.safetensors")
         state = load_state(self.run_dir / "last.state.pt")
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        session.optimizer.load_state_dict(state["optimizer"])
+        session.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        return Progress(**state["progress"])
+        session.progress = Progress(**state["progress"])
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def epoch_batches(config: TrainConfig, lengths: list[int], epoch: int) -> list[list[int]]:
+    """The batches of one epoch; the same for a given seed and epoch, so a resumed run draws them again."""
+    rng = random.Random(config.seed * 100_003 + epoch)
+    return batch_indices(lengths, config.batch_size, config.batch_by == "tokens", rng)
 
 
 def make_optimizer(model: Seq2Seq, config: TrainConfig) -> torch.optim.Optimizer:

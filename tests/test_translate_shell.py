@@ -290,3 +290,20 @@ def test_shell_ctrl_c_drops_the_line_and_keeps_the_shell_running(shell, translat
 def test_shell_quits_with_status_0_on_ctrl_d(shell):
     shell.sendeof()
     assert_exits(shell, 0)
+
+
+@pytest.mark.parametrize("to_file", [False, True], ids=["pipe", "output-file"])
+def test_input_that_is_not_utf8_is_one_error_line_naming_the_input_line(to_file, trained_run, tmp_path):
+    target = tmp_path / "out.txt"
+    result = subprocess.run(
+        [*S2S, "translate", "--model", str(trained_run), *(["--output", str(target)] if to_file else [])],
+        input=b"March 3, 2021\n\xff\xfe broken\n",
+        capture_output=True,
+        env=ENV,
+        timeout=300,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1
+    assert "Traceback" not in stderr
+    assert stderr.startswith("s2s: error: <stdin>:2: not valid UTF-8") and stderr.count("\n") == 1
+    assert not target.exists()

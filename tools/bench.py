@@ -32,7 +32,6 @@ import gc
 import itertools
 import json
 import math
-import random
 import resource
 import shutil
 import statistics
@@ -46,7 +45,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import Recipe, TrainConfig, load_recipe
-from s2s.data.batching import batch_indices, collate
+from s2s.data.batching import collate
 from s2s.data.corpus import load_split
 from s2s.errors import DataError, S2SError
 from s2s.inference import Translator, load_run
@@ -59,6 +58,7 @@ from s2s.train import (
     Progress,
     Trainer,
     autocast_dtype,
+    epoch_batches,
     make_optimizer,
     prepare,
     resolve_device,
@@ -197,10 +197,9 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
 
 def training_batches(config: TrainConfig, train: Corpus) -> Iterator[list[int]]:
     """The example indices of each batch in the order ``Trainer.run`` draws them, epoch after epoch."""
-    lengths = [max(len(s), len(t)) + 1 for s, t in zip(train.src, train.tgt, strict=True)]
+    lengths = train.lengths()
     for epoch in itertools.count():
-        epoch_rng = random.Random(config.seed * 100_003 + epoch)
-        yield from batch_indices(lengths, config.batch_size, config.batch_by == "tokens", epoch_rng)
+        yield from epoch_batches(config, lengths, epoch)
 
 
 def decode_speed(translator: Translator, sentences: list[str], beam: int, warm: bool) -> dict:

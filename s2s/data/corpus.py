@@ -45,11 +45,15 @@ def read_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise DataError(f"{path}: cannot read: {error}") from None
+    return decode_lines(raw, str(path))
+
+
+def decode_lines(raw: bytes, origin: str) -> list[str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({error.reason})") from None
+        raise DataError(f"{origin}:{line}: not valid UTF-8 ({error.reason})") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
