@@ -62,3 +62,34 @@ def load_state(path: Path) -> dict:
         raise RunError(f"{path}: trainer state not found") from None
     except Exception as error:
         raise RunError(f"{path}: refused to load trainer state ({str(error).splitlines()[0]})") from None
+
+
+def step_checkpoint(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:08d}.safetensors"
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's step checkpoints, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*.safetensors"))
+
+
+def keep_newest(run_dir: Path, count: int) -> None:
+    for old in step_checkpoints(run_dir)[:-count]:
+        old.unlink()
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> None:
+    """The element-wise mean of the weights in ``paths``, written to ``out`` (fp32 accumulation)."""
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:
+            raise RunError(f"{path}: not a readable safetensors checkpoint ({error})") from None
+        if total and tensors.keys() != total.keys():
+            raise RunError(f"{path}: holds other tensors than {paths[0]}; checkpoints of one run only")
+        for name, tensor in tensors.items():
+            total[name] = total.get(name, 0) + tensor.double()
+    dtypes = load_file(str(paths[-1]))
+    mean = {name: (tensor / len(paths)).to(dtypes[name].dtype) for name, tensor in total.items()}
+    atomic_write(out, lambda tmp: save_file(mean, tmp))

@@ -21,6 +21,7 @@ from s2s.errors import S2SError
 class Checkpoint(str, enum.Enum):
     best = "best"
     last = "last"
+    averaged = "averaged"  # written by `s2s average`
 
 
 app = typer.Typer(
@@ -203,6 +204,26 @@ def translate(
         interactive(translator, options)
     else:
         filter_lines(translator, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size, options)
+
+
+@app.command()
+@user_errors
+def average(
+    run: Annotated[Path, typer.Argument(help="Run directory of a trained model.")],
+    last: Annotated[int, typer.Option(min=1, help="Average the newest N step checkpoints of the run.")] = 5,
+) -> None:
+    """Average the last N checkpoints of a run into RUN/averaged.safetensors (use --checkpoint averaged)."""
+    from s2s.checkpoint import average_checkpoints, step_checkpoints
+    from s2s.errors import RunError
+
+    if not (run / "recipe.yaml").is_file():
+        raise RunError(f"{run}: not an s2s run (no recipe.yaml)")
+    available = step_checkpoints(run)
+    if len(available) < last:
+        raise RunError(f"{run}: {len(available)} step checkpoints in {run / 'checkpoints'}, fewer than --last {last}")
+    chosen = available[-last:]
+    average_checkpoints(chosen, run / "averaged.safetensors")
+    typer.echo(f"averaged {', '.join(p.stem for p in chosen)} into {run / 'averaged.safetensors'}")
 
 
 def main() -> None:

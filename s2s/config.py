@@ -115,6 +115,8 @@ class TrainConfig(Section):
     keep_best_by: Literal["bleu", "chrf", "loss", "exact_match"] = "bleu"
     patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
     log_every: int = Field(50, gt=0)
+    keep_last: int = Field(5, ge=1)  # step checkpoints kept in RUN/checkpoints/ (for s2s average)
+    max_nonfinite_steps: int = Field(10, gt=0)  # stop after this many non-finite losses in a row
 
     @field_validator("max_time", mode="before")
     @classmethod

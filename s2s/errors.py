@@ -27,3 +27,9 @@ class RunError(S2SError):
     """A run directory that is missing, incomplete or of the wrong kind for the command."""
 
     exit_code = 2
+
+
+class TrainingError(S2SError):
+    """Training cannot go on (e.g. the loss keeps diverging); the last good checkpoint is kept."""
+
+    exit_code = 1

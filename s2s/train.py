@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from s2s.checkpoint import load_state, load_weights, save_state, save_weights
+from s2s.checkpoint import keep_newest, load_state, load_weights, save_state, save_weights, step_checkpoint
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.data.batching import Batch, batch_indices, collate
 from s2s.data.corpus import load_split
-from s2s.errors import DataError, RecipeError, RunError
+from s2s.errors import DataError, RecipeError, RunError, TrainingError
 from s2s.inference import Translator
 from s2s.metrics import score_corpus
 from s2s.models import Seq2Seq, build_seq2seq, count_parameters
@@ -63,7 +63,8 @@ class Progress:
     best: float | None = None
     bad_validations: int = 0
     lr_scale: float = 1.0
-    history: list[float] = field(default_factory=list)
+    skipped_steps: int = 0  # steps whose loss was not finite (no update was made)
+    nonfinite_in_row: int = 0
 
 
 class StopSignals:
@@ -234,7 +235,8 @@ class Trainer:
             )
             progress.step += 1
             progress.batch_in_epoch += 1
-            session.window.add(loss, tokens)
+            if tokens:
+                session.window.add(loss, tokens)
             if progress.step % config.log_every == 0:
                 self.log_window(session)
             if signals.received:
@@ -279,6 +281,7 @@ class Trainer:
         dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
 
     def train_step(self, model: Seq2Seq, optimizer, scaler, batch: Batch, progress: Progress) -> tuple[float, int]:
+        """One update; returns the loss and the target tokens (0 when a non-finite loss skipped the update)."""
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
@@ -286,12 +289,26 @@ class Trainer:
         with autocast:
             _, loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skip_nonfinite(progress)
+            return 0.0, 0
+        progress.nonfinite_in_row = 0
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # with fp16, the scaler skips steps whose gradients overflowed
         scaler.update()
         return float(loss.detach()), batch.n_target_tokens
+
+    def skip_nonfinite(self, progress: Progress) -> None:
+        progress.skipped_steps += 1
+        progress.nonfinite_in_row += 1
+        self.log({"event": "skipped", "step": progress.step + 1, "reason": "non-finite loss"})
+        if progress.nonfinite_in_row >= self.config.max_nonfinite_steps:
+            raise TrainingError(
+                f"the loss was not finite for {progress.nonfinite_in_row} steps in a row (at step "
+                f"{progress.step + 1}); the last good checkpoint is in {self.run_dir}. Lower train.lr, or train in fp32"
+            )
 
     def log_window(self, session: Session) -> None:
         window, progress = session.window, session.progress
@@ -345,6 +362,8 @@ class Trainer:
 
     def save(self, session: Session) -> None:
         save_weights(session.model, self.run_dir / "last.safetensors")
+        save_weights(session.model, step_checkpoint(self.run_dir, session.progress.step))
+        keep_newest(self.run_dir, self.config.keep_last)
         state = {
             "optimizer": session.optimizer.state_dict(),
             "scaler": session.scaler.state_dict(),
@@ -359,7 +378,8 @@ class Trainer:
         session.optimizer.load_state_dict(state["optimizer"])
         session.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        session.progress = Progress(**state["progress"])
+        known = Progress.__dataclass_fields__
+        session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:

@@ -92,8 +92,8 @@ def split_pairs(run) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- help
 
 
-def test_the_app_has_the_three_commands():
-    assert COMMANDS == ["evaluate", "train", "translate"]
+def test_the_app_has_its_commands():
+    assert COMMANDS == ["average", "evaluate", "train", "translate"]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)
