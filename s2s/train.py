@@ -132,9 +132,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def prepare(recipe: Recipe, run_dir: Path, events: Events, reuse_tokenizer: bool):
-    """Read the train and valid splits, train (or reuse) the tokenizer, encode and filter."""
-    train_pairs, valid_pairs = load_split(recipe.data, "train"), load_split(recipe.data, "valid")
+def read_splits(recipe: Recipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The train and valid pairs; read before anything is written, so bad data leaves no run directory."""
+    splits = load_split(recipe.data, "train"), load_split(recipe.data, "valid")
+    for name, pairs in zip(("train", "valid"), splits, strict=True):
+        if not pairs:
+            raise DataError(f"data.{name}: the {name} split is empty")
+    return splits
+
+
+def prepare(recipe: Recipe, run_dir: Path, events: Events, reuse_tokenizer: bool, splits=None):
+    """Train (or reuse) the tokenizer, encode the train and valid splits and filter the training pairs."""
+    train_pairs, valid_pairs = splits or read_splits(recipe)
     tokenizer_dir = run_dir / "tokenizer"
     if reuse_tokenizer and tokenizer_dir.is_dir():
         tokenizers = TokenizerPair.load(tokenizer_dir)
@@ -199,11 +208,14 @@ class Trainer:
     def start(self) -> Session:
         """Run directory, data, tokenizer, model and optimizer, fresh or restored from the last checkpoint."""
         config = self.config
-        self.setup_run_dir()
+        self.check_run_dir()
+        splits = read_splits(self.recipe)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        tokenizers, train, valid = prepare(self.recipe, self.run_dir, self.events, reuse_tokenizer=self.resume)
+        tokenizers, train, valid = prepare(self.recipe, self.run_dir, self.events, self.resume, splits)
         model = build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(self.device)
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -271,14 +283,12 @@ class Trainer:
             return "max_time"
         return None
 
-    def setup_run_dir(self) -> None:
+    def check_run_dir(self) -> None:
         if self.resume:
             if not (self.run_dir / "last.state.pt").is_file():
                 raise RunError(f"{self.run_dir}: nothing to resume (no last.state.pt)")
         elif (self.run_dir / "last.state.pt").is_file():
             raise RunError(f"{self.run_dir}: already holds a run; use --resume to continue it or another --run-dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
 
     def train_step(self, model: Seq2Seq, optimizer, scaler, batch: Batch, progress: Progress) -> tuple[float, int]:
         """One update; returns the loss and the target tokens (0 when a non-finite loss skipped the update)."""
