@@ -45,31 +45,34 @@ def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def greedy_search(
     model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor, attention: bool = False
 ) -> list[Hypothesis]:
-    """The most probable next token at each step, for every sentence at once; ``limit`` [B] as max_lengths."""
-    batch = src.size(0)
+    """The most probable next token at each step, for every sentence at once; ``limit`` [B] as max_lengths.
+    A sentence that has ended leaves the batch, so that it costs nothing more."""
+    batch, max_len, device = src.size(0), int(limit.max()), src.device
     memory = model.encode(src, src_lengths)
     state = model.initial_state(memory)
-    prev = torch.full((batch,), BOS, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    limit = limit.to(src.device)
-    tokens, weights = [], []
-    for t in range(int(limit.max())):
+    running = torch.arange(batch, device=device)  # the original position of each row still decoding
+    limit = limit.to(device)
+    prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)
+    tokens = torch.full((batch, max_len), PAD, dtype=torch.long, device=device)
+    weights = torch.zeros(batch, max_len, memory.mask.size(1), device=device) if attention else None
+    for t in range(max_len):
         logits, state, step_weights = model.step(prev, state, memory)
         best, prev = force_eos(torch.log_softmax(logits, dim=-1), limit == t + 1).max(-1)
-        prev = prev.masked_fill(finished, PAD)
-        scores += best.masked_fill(finished, 0.0)
-        tokens.append(prev)
-        if attention:
-            weights.append(step_weights)
-        finished |= prev == EOS
-        if bool(finished.all()):
-            break
-    steps = torch.stack(tokens, 1).tolist()  # [B, T]
-    stacked = torch.stack(weights, 1) if attention else None  # [B, T, S]
+        scores[running] += best
+        tokens[running, t] = prev
+        if weights is not None:
+            weights[running, t] = step_weights.float()
+        ended = prev == EOS
+        if bool(ended.any()):
+            going = (~ended).nonzero().squeeze(1)
+            if going.numel() == 0:
+                break
+            running, prev, limit = running[going], prev[going], limit[going]
+            state, memory = model.reorder_state(state, going), memory.select(going)
+    rows = tokens.tolist()
     return [
-        make_hypothesis(row, float(scores[b]), 0.0, None if stacked is None else stacked[b])
-        for b, row in enumerate(steps)
+        make_hypothesis(rows[b], float(scores[b]), 0.0, None if weights is None else weights[b]) for b in range(batch)
     ]
 
 
@@ -105,34 +108,41 @@ def beam_search(
     if nbest > beam_size:
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
     batch, k, device = src.size(0), beam_size, src.device
-    limit = limit.to(device)
     rows = torch.arange(batch, device=device).repeat_interleave(k)  # [B·K] sentence of each row
     memory = model.encode(src, src_lengths).select(rows)
     state = model.initial_state(memory)
-    beams = BeamState.start(batch, k, int(limit.max()), memory.mask.size(1), device, attention)
+    beams = BeamState.start(limit.to(device), k, memory.mask.size(1), attention)
     for t in range(int(limit.max())):
         logits, state, step_weights = model.step(beams.last_tokens(), state, memory)
-        order = beams.advance(logits, (limit == t + 1)[rows], step_weights, t, alpha, limit == t + 1)
+        order = beams.advance(logits, step_weights, t, alpha)
         state = model.reorder_state(state, order)
-        if bool(beams.done.all()):
-            break
+        going = beams.set_aside_finished()
+        if going is not None:  # some sentences are done: decode only the others from now on
+            if going.numel() == 0:
+                break
+            state, memory = model.reorder_state(state, going), memory.select(going)
     return beams.results(nbest, alpha)
 
 
 class BeamState:
-    """The tensors of a batched beam search: live beams [B, K] and finished slots [B, K] per sentence."""
+    """The tensors of a batched beam search over the sentences still running: live beams [A, K] and the K best
+    finished hypotheses [A, K] of each. Finished sentences are set aside so that they cost nothing more."""
 
     def __init__(self, **tensors):
         self.__dict__.update(tensors)
 
     @classmethod
-    def start(cls, batch, k, max_len, src_len, device, attention):
+    def start(cls, limit, k, src_len, attention):
+        batch, max_len, device = limit.size(0), int(limit.max()), limit.device
         live_scores = torch.zeros(batch, k, device=device)
         live_scores[:, 1:] = float("-inf")  # all beams start equal: keep only the first
         return cls(
             k=k,
             batch=batch,
             width=max_len + 1,
+            ids=torch.arange(batch, device=device),  # the original position of each running sentence
+            limit=limit,
+            set_aside=[],
             live_scores=live_scores,
             live_tokens=torch.full((batch * k, 1), BOS, dtype=torch.long, device=device),
             live_attention=torch.zeros(batch * k, 0, src_len, device=device) if attention else None,
@@ -143,12 +153,39 @@ class BeamState:
             done=torch.zeros(batch, dtype=torch.bool, device=device),
         )
 
+    PER_SENTENCE = ("ids", "limit", "live_scores", "done_norm", "done_raw", "done_tokens", "done_attention", "done")
+    PER_ROW = ("live_tokens", "live_attention")
+
+    def set_aside_finished(self) -> torch.Tensor | None:
+        """Move finished sentences out of the running set; return the rows that go on, or None if all do."""
+        if not bool(self.done.any()):
+            return None
+        self.set_aside.append(self.select(self.done.nonzero().squeeze(1)))
+        going = (~self.done).nonzero().squeeze(1)  # [A']
+        rows = (going[:, None] * self.k + torch.arange(self.k, device=going.device)).view(-1)  # [A'·K]
+        for name in self.PER_SENTENCE:
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name)[going])
+        for name in self.PER_ROW:
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name)[rows])
+        return rows
+
+    def select(self, sentences: torch.Tensor) -> dict:
+        return {
+            name: getattr(self, name)[sentences]
+            for name in ("ids", "done_tokens", "done_raw", "done_attention")
+            if getattr(self, name) is not None
+        }
+
     def last_tokens(self) -> torch.Tensor:
         return self.live_tokens[:, -1]
 
-    def advance(self, logits, rows_at_limit, step_weights, t, alpha, at_limit) -> torch.Tensor:
+    def advance(self, logits, step_weights, t, alpha) -> torch.Tensor:
         """Extend, rank, retire finished hypotheses; return the row order for the model state."""
-        batch, k = self.batch, self.k
+        batch, k = self.live_scores.size(0), self.k
+        at_limit = self.limit == t + 1  # [A]
+        rows_at_limit = at_limit.repeat_interleave(k)
         if logits.size(-1) < 2 * k:
             raise ValueError(f"a beam of {k} needs a vocabulary of at least {2 * k} tokens")
         log_probs = torch.log_softmax(logits, dim=-1)  # faster on the CPU than logsumexp alone
@@ -178,7 +215,7 @@ class BeamState:
 
     def retire(self, ending, top_scores, history, history_attention, t, alpha) -> None:
         """Merge the candidates that end now into each sentence's K best finished hypotheses."""
-        batch, k = self.batch, self.k
+        batch, k = self.live_scores.size(0), self.k
         norm = (top_scores / length_penalty(t + 1, alpha)).masked_fill(~ending, float("-inf"))  # [B, 2K]
         raw = top_scores.masked_fill(~ending, float("-inf"))
         padded = torch.full((batch * 2 * k, self.width), PAD, dtype=torch.long, device=history.device)
@@ -196,12 +233,15 @@ class BeamState:
             self.done_attention = all_attention.gather(1, index)
 
     def results(self, nbest: int, alpha: float) -> list[list[Hypothesis]]:
-        tokens, raw = self.done_tokens.tolist(), self.done_raw.tolist()
-        out = []
-        for b in range(self.batch):
-            hyps = []
-            for j in range(nbest):
-                weights = None if self.done_attention is None else self.done_attention[b, j]
-                hyps.append(make_hypothesis(tokens[b][j], raw[b][j], alpha, weights))
-            out.append(hyps)
+        """The ``nbest`` hypotheses of every sentence, in the original order."""
+        parts = [*self.set_aside, self.select(torch.arange(self.ids.numel(), device=self.ids.device))]
+        out: list[list[Hypothesis] | None] = [None] * self.batch
+        for part in parts:
+            tokens, raw = part["done_tokens"].tolist(), part["done_raw"].tolist()
+            for row, b in enumerate(part["ids"].tolist()):
+                weights = part.get("done_attention")
+                out[b] = [
+                    make_hypothesis(tokens[row][j], raw[row][j], alpha, None if weights is None else weights[row, j])
+                    for j in range(nbest)
+                ]
         return out
