@@ -201,16 +201,16 @@ class BeamState:
             history_attention = torch.cat([self.live_attention, step_weights.float().unsqueeze(1)], 1)
             history_attention = history_attention[source_rows.view(-1)]  # [B·2K, t+1, S]
         rank = torch.arange(2 * k, device=tokens.device)
-        ending = (tokens == EOS) & (rank < k) & top_scores.isfinite() & ~self.done[:, None]
+        ending = (tokens == EOS) & (rank < k) & top_scores.isfinite()  # done sentences were set aside
         self.retire(ending, top_scores, history, history_attention, t, alpha)
         # the best K candidates that do not end live on (a stable sort keeps their rank order)
         keep = (rank + (tokens == EOS).long() * 2 * k).argsort(dim=1)[:, :k]  # [B, K]
-        self.live_scores = top_scores.gather(1, keep).masked_fill(self.done[:, None], float("-inf"))
+        self.live_scores = top_scores.gather(1, keep)
         order = source_rows.gather(1, keep).view(-1)  # [B·K]
         self.live_tokens = torch.cat([self.live_tokens[order], tokens.gather(1, keep).view(-1, 1)], 1)
         if self.live_attention is not None:
             self.live_attention = torch.cat([self.live_attention[order], step_weights.float()[order].unsqueeze(1)], 1)
-        self.done |= self.done_norm[:, -1].isfinite() | at_limit
+        self.done = self.done_norm[:, -1].isfinite() | at_limit  # K finished, or out of length
         return order
 
     def retire(self, ending, top_scores, history, history_attention, t, alpha) -> None:
