@@ -79,8 +79,9 @@ def keep_newest(run_dir: Path, count: int) -> None:
 
 
 def average_checkpoints(paths: list[Path], out: Path) -> None:
-    """The element-wise mean of the weights in ``paths``, written to ``out`` (fp32 accumulation)."""
+    """The element-wise mean of the weights in ``paths``, written to ``out`` (accumulated in fp64)."""
     total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
     for path in paths:
         try:
             tensors = load_file(str(path))
@@ -90,6 +91,6 @@ def average_checkpoints(paths: list[Path], out: Path) -> None:
             raise RunError(f"{path}: holds other tensors than {paths[0]}; checkpoints of one run only")
         for name, tensor in tensors.items():
             total[name] = total.get(name, 0) + tensor.double()
-    dtypes = load_file(str(paths[-1]))
-    mean = {name: (tensor / len(paths)).to(dtypes[name].dtype) for name, tensor in total.items()}
+            dtypes[name] = tensor.dtype
+    mean = {name: (tensor / len(paths)).to(dtypes[name]) for name, tensor in total.items()}
     atomic_write(out, lambda tmp: save_file(mean, tmp))

@@ -117,6 +117,7 @@ def evaluate(
     from s2s.files import atomic_write
     from s2s.inference import load_run
     from s2s.metrics import score_corpus
+    from s2s.pictures import save_heatmaps
 
     if (split is None) == (src is None):
         raise typer.BadParameter("give either --split or --src with --ref", param_hint="--split")
@@ -137,7 +138,8 @@ def evaluate(
     atomic_write(hypotheses_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     result["hypotheses"] = str(hypotheses_file)
     if plot_attention:
-        result["attention_plots"] = plot_first(translator, sources[:plot_attention], out / "attention", beam, alpha)
+        with_attention = translator.translate(sources[:plot_attention], beam_size=beam, alpha=alpha, attention=True)
+        result["attention_plots"] = [str(p) for p in save_heatmaps(with_attention, out / "attention")]
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -147,18 +149,6 @@ def evaluate(
     typer.echo(f"hypotheses: {hypotheses_file}")
     if plot_attention:
         typer.echo(f"attention heat maps: {out / 'attention'}")
-
-
-def plot_first(translator, sources: list[str], directory: Path, beam: int | None, alpha: float | None) -> list[str]:
-    from s2s.pictures import save_heatmap
-
-    paths = []
-    for number, options in enumerate(translator.translate(sources, beam_size=beam, alpha=alpha, attention=True)):
-        best = options[0]
-        path = directory / f"{number + 1:04d}.png"
-        save_heatmap(path, best.source_pieces, best.target_pieces, best.hypothesis.attention)
-        paths.append(str(path))
-    return paths
 
 
 @app.command()
@@ -215,9 +205,9 @@ def average(
     """Average the last N checkpoints of a run into RUN/averaged.safetensors (use --checkpoint averaged)."""
     from s2s.checkpoint import average_checkpoints, step_checkpoints
     from s2s.errors import RunError
+    from s2s.inference import require_run
 
-    if not (run / "recipe.yaml").is_file():
-        raise RunError(f"{run}: not an s2s run (no recipe.yaml)")
+    run = require_run(run)
     available = step_checkpoints(run)
     if len(available) < last:
         raise RunError(f"{run}: {len(available)} step checkpoints in {run / 'checkpoints'}, fewer than --last {last}")

@@ -87,13 +87,19 @@ class Translator:
         return [options_[0].text for options_ in self.translate(sentences, **options)]
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[Recipe, Translator]:
-    """Recipe and translator of a finished (or running) run; errors name what is missing."""
+def require_run(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path, if it is a run directory; otherwise the error a user sees."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     if not (run_dir / "recipe.yaml").is_file():
         raise RunError(f"{run_dir}: not an s2s run (no recipe.yaml)")
+    return run_dir
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[Recipe, Translator]:
+    """Recipe and translator of a finished (or running) run; errors name what is missing."""
+    run_dir = require_run(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml", check_files=False)
     tokenizers = TokenizerPair.load(run_dir / "tokenizer")
     model = build_seq2seq(recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)

@@ -55,3 +55,14 @@ def save_heatmap(path: Path, source: list[str], target: list[str], weights: torc
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)
+
+
+def save_heatmaps(translations, directory: Path) -> list[Path]:
+    """One PNG per sentence (its best translation), named 0001.png, 0002.png, … in input order."""
+    paths = []
+    for number, options in enumerate(translations, start=1):
+        best = options[0]
+        path = Path(directory) / f"{number:04d}.png"
+        save_heatmap(path, best.source_pieces, best.target_pieces, best.hypothesis.attention)
+        paths.append(path)
+    return paths

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from s2s.errors import DataError
+from s2s.data.corpus import not_utf8
 from s2s.inference import Translation, Translator
 from s2s.pictures import terminal_heatmap
 
@@ -56,7 +56,9 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
                 readline.write_history_file(HISTORY)
 
 
-def filter_lines(translator: Translator, source: TextIO, sink: TextIO, batch_size: int, options: dict) -> int:
+def filter_lines(
+    translator: Translator, source: TextIO | BinaryIO, sink: TextIO, batch_size: int, options: dict
+) -> int:
     """One output line per input line, in order. Lines that are already waiting are translated together;
     a writer that sends one line and waits for its answer is answered at once. Returns the line count.
 
@@ -86,8 +88,7 @@ def _read_into(source: TextIO | BinaryIO, lines: queue.Queue) -> None:
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as error:
-                origin = getattr(source, "name", "input")
-                lines.put(DataError(f"{origin}:{number}: not valid UTF-8 ({error.reason})"))
+                lines.put(not_utf8(getattr(source, "name", "input"), number, error))
                 break
         lines.put(line.rstrip("\r\n"))
     lines.put(None)

@@ -52,12 +52,15 @@ def decode_lines(raw: bytes, origin: str) -> list[str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(f"{origin}:{line}: not valid UTF-8 ({error.reason})") from None
+        raise not_utf8(origin, raw.count(b"\n", 0, error.start) + 1, error) from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
+
+
+def not_utf8(origin: str, line: int, error: UnicodeDecodeError) -> DataError:
+    return DataError(f"{origin}:{line}: not valid UTF-8 ({error.reason})")
 
 
 def read_text_pair(src: Path, tgt: Path) -> list[Pair]:

@@ -25,24 +25,15 @@ class Attention(nn.Module):
             self.query_proj = nn.Linear(query_size, query_size, bias=False)
             self.energy = nn.Linear(query_size, 1, bias=False)
 
-    @property
-    def dtype(self) -> torch.dtype | None:
-        """Attention computes in the dtype of its own weights, whatever its inputs are: a model cast to bf16 for
-        decoding keeps this module in fp32, where the CPU's tanh and softmax are fast and exact."""
-        weights = self.key_proj if self.key_proj is not None else None
-        return weights.weight.dtype if weights is not None else None
-
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """[B, S, K] → [B, S, Q], once per batch."""
-        return keys if self.key_proj is None else self.key_proj(keys.to(self.dtype))
+        return keys if self.key_proj is None else self.key_proj(keys)
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query [B, T, Q], projected keys [B, S, Q], values [B, S, K], mask [B, S]
         → context [B, T, K], weights [B, T, S] (rows sum to one over real tokens, zero on padding)."""
-        dtype = self.dtype or keys.dtype
-        query, keys, values = query.to(dtype), keys.to(dtype), values.to(dtype)
         if self.kind == "bahdanau":
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))  # [B, T, S, Q]
             scores = self.energy(hidden).squeeze(-1)  # [B, T, S]

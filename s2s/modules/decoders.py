@@ -102,10 +102,8 @@ class RNNDecoder(nn.Module):
             self.output.weight = self.embed.weight
 
     def memory(self, encoded: EncoderOutput) -> Memory:
-        if self.attention is None:
-            return Memory(encoded.states, None, encoded.mask, encoded.summary)
-        states = encoded.states.to(self.attention.dtype or encoded.states.dtype)  # cast once, not every step
-        return Memory(states, self.attention.project_keys(states), encoded.mask, encoded.summary)
+        keys = self.attention.project_keys(encoded.states) if self.attention is not None else None
+        return Memory(encoded.states, keys, encoded.mask, encoded.summary)
 
     def initial_state(self, memory: Memory) -> DecoderState:
         hidden = self.bridge(memory.summary)
