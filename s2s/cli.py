@@ -115,9 +115,9 @@ def evaluate(
     """Translate a split (or --src/--ref files) and score it with sacreBLEU: BLEU, chrF, exact match."""
     from s2s.data.corpus import load_split, read_text_pair
     from s2s.files import atomic_write
-    from s2s.inference import load_run
     from s2s.metrics import score_corpus
     from s2s.pictures import save_heatmaps
+    from s2s.runs import load_run
 
     if (split is None) == (src is None):
         raise typer.BadParameter("give either --split or --src with --ref", param_hint="--split")
@@ -170,12 +170,10 @@ def translate(
     ] = None,
 ) -> None:
     """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
-    import io
-
     from s2s.data.corpus import decode_lines, read_lines
     from s2s.files import atomic_write
-    from s2s.inference import load_run
-    from s2s.shell import filter_lines, interactive, write_translations
+    from s2s.runs import load_run
+    from s2s.shell import filter_lines, interactive, translation_answer, translation_blocks
 
     recipe, translator = load_run(model, checkpoint.value)
     beam = beam or max(recipe.eval.beam_size, nbest)
@@ -184,16 +182,16 @@ def translate(
     options = {"beam_size": beam, "nbest": nbest, "alpha": alpha, "attention": show_attention}
     if input_ is not None or output is not None:
         lines = read_lines(input_) if input_ is not None else decode_lines(sys.stdin.buffer.read(), "<stdin>")
-        buffer = io.StringIO()
-        write_translations(translator, lines, buffer, options)
+        text = "".join(block + "\n" for block in translation_blocks(translator, lines, options))
         if output is None:
-            sys.stdout.write(buffer.getvalue())
+            sys.stdout.write(text)
         else:
-            atomic_write(output, lambda tmp: Path(tmp).write_text(buffer.getvalue(), encoding="utf-8"))
+            atomic_write(output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     elif sys.stdin.isatty():
-        interactive(translator, options)
+        interactive(lambda line: translation_answer(translator, line, options), "translate")
     else:
-        filter_lines(translator, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size, options)
+        respond = functools.partial(translation_blocks, translator, options=options)
+        filter_lines(respond, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size)
 
 
 @app.command()
@@ -205,7 +203,7 @@ def average(
     """Average the last N checkpoints of a run into RUN/averaged.safetensors (use --checkpoint averaged)."""
     from s2s.checkpoint import average_checkpoints, step_checkpoints
     from s2s.errors import RunError
-    from s2s.inference import require_run
+    from s2s.runs import require_run
 
     run = require_run(run)
     available = step_checkpoints(run)

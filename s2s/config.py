@@ -10,10 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from s2s.errors import RecipeError
 
@@ -26,8 +27,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ColumnSplitConfig(Section):
+    """Where one split of a column file or hub dataset lives."""
+
+    path: str | None = None  # formats tsv/csv/jsonl: one file with named columns
+    split: str | None = None  # format hub: the dataset's split name
+
+
 class SplitConfig(Section):
-    """Where one split lives. Which keys apply depends on ``data.format``."""
+    """Where one split of a parallel corpus lives. Which keys apply depends on ``data.format``."""
 
     src: str | None = None  # format text: source-side file, one sentence per line (plain or .gz)
     tgt: str | None = None  # format text: target-side file
@@ -56,13 +64,34 @@ class DataConfig(Section):
     hub_config: str | None = None
     generator: GeneratorConfig | None = None  # format generated
     max_length: int = Field(100, gt=0)  # training pairs with more tokens on either side are dropped (and counted)
+    holdout: int | None = Field(None, gt=0)  # no valid files: hold out this many training pairs (seeded draw)
+    holdout_seed: int = 1
 
 
-class TokenizerConfig(Section):
+class LabelledTextData(Section):
+    """Texts with a label each (sentiment and other classification), from column files or a hub dataset."""
+
+    format: Literal["tsv", "csv", "jsonl", "hub"] = "tsv"
+    train: ColumnSplitConfig | None = None
+    valid: ColumnSplitConfig | None = None
+    test: ColumnSplitConfig | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    hub_id: str | None = None
+    hub_config: str | None = None
+    max_length: int = Field(400, gt=0)  # tokens kept of each text; longer texts are truncated (and counted)
+    holdout: int | None = Field(None, gt=0)  # no valid split: hold out this many training rows (seeded draw)
+    holdout_seed: int = 1
+
+
+class TextTokenizerConfig(Section):
     type: Literal["unigram", "bpe"] = "unigram"
     vocab_size: int = Field(8000, ge=16)
-    joint: bool = True  # one model for both languages, or one per side
     character_coverage: float = Field(1.0, gt=0, le=1)
+
+
+class TokenizerConfig(TextTokenizerConfig):
+    joint: bool = True  # one model for both languages, or one per side
 
 
 class EncoderConfig(Section):
@@ -92,6 +121,19 @@ class ModelConfig(Section):
     decoder: DecoderConfig = DecoderConfig()
 
 
+class HeadConfig(Section):
+    """Many-to-one: the encoder's states pooled into one vector, then a classifier."""
+
+    pooling: Literal["last", "mean", "max", "attention"] = "max"
+    hidden_size: int = Field(0, ge=0)  # one hidden layer of this size before the output layer (0: none)
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class ClassifierModelConfig(Section):
+    encoder: EncoderConfig = EncoderConfig()
+    head: HeadConfig = HeadConfig()
+
+
 class TrainConfig(Section):
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -112,7 +154,7 @@ class TrainConfig(Section):
     max_epochs: int | None = Field(None, gt=0)
     max_time: float | None = Field(None, gt=0)  # seconds, or a string like 25m / 1.5h
     validate_every: int = Field(500, gt=0)  # steps
-    keep_best_by: Literal["bleu", "chrf", "loss", "exact_match"] = "bleu"
+    keep_best_by: str | None = None  # a validation score, or loss; default: the task's main score
     patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
     log_every: int = Field(50, gt=0)
     keep_last: int = Field(5, ge=1)  # step checkpoints kept in RUN/checkpoints/ (for s2s average)
@@ -133,14 +175,69 @@ class EvalConfig(Section):
     valid_sentences: int | None = Field(None, gt=0)  # decode only the first N valid sentences during training
 
 
+class ClassifyEvalConfig(Section):
+    batch_size: int = Field(128, gt=0)  # texts per batch
+
+
 class Recipe(Section):
+    """What every recipe has; the ``task`` key picks the subclass that adds data, model and eval sections."""
+
+    task: str
     name: str = "run"
     run_dir: str | None = None  # default: runs/NAME
+    train: TrainConfig = TrainConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ()  # validation scores; the first is the default keep_best_by
+
+    @model_validator(mode="after")
+    def _keep_best_by(self) -> Recipe:
+        choices = (*self.SCORES, "loss")
+        if self.train.keep_best_by is None:
+            self.train.keep_best_by = choices[0]
+        elif self.train.keep_best_by not in choices:
+            raise PydanticCustomError(
+                "keep_best_by",
+                "train.keep_best_by: {value!r} is not one of: {choices}",
+                {"value": self.train.keep_best_by, "choices": ", ".join(choices)},
+            )
+        return self
+
+    def check_files(self, origin: str) -> None:
+        """Rules across keys that types cannot state, and data files that must exist before training starts."""
+
+
+class TranslationRecipe(Recipe):
+    task: Literal["translation"] = "translation"
     data: DataConfig
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match")
+
+    def check_files(self, origin: str) -> None:
+        data = self.data
+        if data.format == "generated":
+            if data.generator is None:
+                data.generator = GeneratorConfig()
+            return
+        check_splits(data, SPLIT_KEYS[data.format], origin)
+
+
+class ClassificationRecipe(Recipe):
+    task: Literal["classification"]
+    data: LabelledTextData
+    tokenizer: TextTokenizerConfig = TextTokenizerConfig()
+    model: ClassifierModelConfig = ClassifierModelConfig()
+    eval: ClassifyEvalConfig = ClassifyEvalConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
+
+    def check_files(self, origin: str) -> None:
+        check_splits(self.data, SPLIT_KEYS[self.data.format], origin)
+
+
+RECIPES: dict[str, type[Recipe]] = {"translation": TranslationRecipe, "classification": ClassificationRecipe}
 
 
 def parse_duration(text: str) -> float:
@@ -162,7 +259,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_files: bool =
         apply_override(tree, override)
     recipe = validate(tree, origin=str(path))
     if check_files:
-        check_data_files(recipe, origin=str(path))
+        recipe.check_files(origin=str(path))
     return recipe
 
 
@@ -213,24 +310,30 @@ def parse_value(raw: str) -> Any:
 
 
 def validate(tree: dict, origin: str) -> Recipe:
+    task = tree.setdefault("task", "translation")
+    if not isinstance(task, str) or task not in RECIPES:
+        raise RecipeError(f"{origin}: task: {task!r} is not one of: {', '.join(RECIPES)}")
+    kind = RECIPES[task]
     try:
-        return Recipe.model_validate(tree)
+        return kind.model_validate(tree)
     except ValidationError as error:
-        problems = [describe(problem) for problem in error.errors()]
+        problems = [describe(problem, kind) for problem in error.errors()]
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise RecipeError(f"{origin}: {problems[0]}{more}") from None
 
 
-def describe(problem: dict) -> str:
+def describe(problem: dict, recipe_type: type[Recipe]) -> str:
     """One pydantic error as ``key.path: what is wrong``."""
     loc = [str(part) for part in problem["loc"]]
+    if problem["type"] == "keep_best_by":
+        return problem["msg"]
     path = ".".join(loc) or "recipe"
     kind, value = problem["type"], problem.get("input")
     if kind == "literal_error":
         choices = ", ".join(re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
         return f"{path}: {value!r} is not one of: {choices}"
     if kind == "extra_forbidden":
-        known = known_keys(loc[:-1])
+        known = known_keys(recipe_type, loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
         return f"{path}: unknown key{hint}"
@@ -241,9 +344,9 @@ def describe(problem: dict) -> str:
     return f"{path}: {message} (got {value!r})"
 
 
-def known_keys(loc: list[str]) -> list[str]:
+def known_keys(recipe_type: type[Recipe], loc: list[str]) -> list[str]:
     """The field names of the section at ``loc`` (for 'did you mean')."""
-    section: type[BaseModel] = Recipe
+    section: type[BaseModel] = recipe_type
     for part in loc:
         field = section.model_fields.get(part)
         inner = field and next(
@@ -268,22 +371,19 @@ SPLIT_KEYS = {
 }
 
 
-def check_data_files(recipe: Recipe, origin: str) -> None:
-    """Rules across keys that types cannot state, and data files that must exist before training starts."""
-    data = recipe.data
-    if data.format == "generated":
-        if data.generator is None:
-            data.generator = GeneratorConfig()
-        return
+def check_splits(data, keys: tuple[str, ...], origin: str) -> None:
+    """Each split names what its format needs, and its files exist; valid may come from ``data.holdout``."""
     if data.format == "hub" and not data.hub_id:
         raise RecipeError(f"{origin}: data.hub_id: required when data.format is 'hub'")
+    if data.holdout and data.valid is not None:
+        raise RecipeError(f"{origin}: data.holdout: give either a valid split or holdout, not both")
     for name in ("train", "valid", "test"):
         split = getattr(data, name)
         if split is None:
-            if name != "test":
+            if name == "train" or (name == "valid" and not data.holdout):
                 raise RecipeError(f"{origin}: data.{name}: required key is missing")
             continue
-        for key in SPLIT_KEYS[data.format]:
+        for key in keys:
             value = getattr(split, key)
             if not value:
                 raise RecipeError(f"{origin}: data.{name}.{key}: required when data.format is '{data.format}'")

@@ -21,12 +21,14 @@ class RichEvents(Events):
             transient=False,
         )
         self.task = None
+        self.scores: tuple[str, ...] = ()
 
     def start(self, info: dict) -> None:
         self.console.print(
             f"model: {info['parameters']:,} parameters on {info['device']} ({info['precision']}); "
-            f"{info['train_pairs']:,} training pairs"
+            f"{info['train_examples']:,} training examples"
         )
+        self.scores = info["scores"]
         self.progress.start()
         self.task = self.progress.add_task("train", total=info["max_steps"], completed=info["resumed_at"], stats="")
 
@@ -39,10 +41,9 @@ class RichEvents(Events):
 
     def validated(self, record: dict) -> None:
         mark = "*" if record["improved"] else " "
+        scores = "  ".join(f"{name} {record[name]:.2f}" for name in self.scores)
         self.progress.console.print(
-            f"{mark} step {record['step']:>6}  valid loss {record['loss']:.3f}  ppl {record['ppl']:.2f}  "
-            f"BLEU {record['bleu']:.2f}  chrF {record['chrf']:.2f}  exact {record['exact_match']:.1f}%  "
-            f"({record['seconds']:.0f} s)"
+            f"{mark} step {record['step']:>6}  valid loss {record['loss']:.3f}  {scores}  ({record['seconds']:.0f} s)"
         )
 
     def message(self, text: str) -> None:

@@ -1,28 +1,16 @@
-"""A trained run, loaded for use: text in, text out, batched by length, in the input's order.
-
-Run directory layout (written by the trainer):
-
-    recipe.yaml          the resolved recipe: the run can be reproduced from its own folder
-    tokenizer/           SentencePiece model(s)
-    best.safetensors     weights with the best validation score
-    last.safetensors     weights at the last checkpoint; last.state.pt holds the trainer state
-    log.jsonl            one JSON object per log line / validation
-"""
+"""Trained models in use: text in, predictions out, batched by length, returned in the input's order."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from s2s.checkpoint import load_weights
-from s2s.config import EvalConfig, Recipe, load_recipe
-from s2s.data.batching import batch_indices, collate
-from s2s.errors import RunError
-from s2s.models import Seq2Seq, build_seq2seq
+from s2s.config import EvalConfig
+from s2s.data.batching import batch_indices, collate, collate_labelled
+from s2s.models import Classifier, Seq2Seq
 from s2s.search import Hypothesis, beam_search, greedy_search, max_lengths
-from s2s.tokenizer import TokenizerPair
+from s2s.tokenizer import Tokenizer, TokenizerPair
 
 
 @dataclass
@@ -87,24 +75,52 @@ class Translator:
         return [options_[0].text for options_ in self.translate(sentences, **options)]
 
 
-def require_run(run_dir: str | Path) -> Path:
-    """``run_dir`` as a Path, if it is a run directory; otherwise the error a user sees."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory")
-    if not (run_dir / "recipe.yaml").is_file():
-        raise RunError(f"{run_dir}: not an s2s run (no recipe.yaml)")
-    return run_dir
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    probabilities: dict[str, float]  # every label's probability
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[Recipe, Translator]:
-    """Recipe and translator of a finished (or running) run; errors name what is missing."""
-    run_dir = require_run(run_dir)
-    recipe = load_recipe(run_dir / "recipe.yaml", check_files=False)
-    tokenizers = TokenizerPair.load(run_dir / "tokenizer")
-    model = build_seq2seq(recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
-    weights = run_dir / f"{checkpoint}.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{run_dir}: no {checkpoint} checkpoint ({weights.name}); has training saved one yet?")
-    load_weights(model, weights)
-    return recipe, Translator(model, tokenizers, recipe.eval, torch.device(device))
+class TextClassifier:
+    """Texts → labels with probabilities, batched by length, in input order."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        tokenizer: Tokenizer,
+        labels: list[str],
+        max_length: int,
+        batch_size: int,
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model.to(device)
+        self.tokenizer, self.labels, self.max_length, self.batch_size = tokenizer, labels, max_length, batch_size
+        self.device, self.autocast_dtype = device, autocast_dtype
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids, truncated to the recipe's ``data.max_length`` as in training."""
+        return [ids[: self.max_length] for ids in self.tokenizer.encode(texts)]
+
+    @torch.inference_mode()
+    def probabilities(self, ids: list[list[int]]) -> torch.Tensor:
+        """[N, L] label probabilities of already encoded texts."""
+        self.model.eval()
+        out = torch.empty(len(ids), len(self.labels))
+        for chunk in batch_indices([len(t) for t in ids], self.batch_size, by_tokens=False, rng=None):
+            batch = collate_labelled([ids[i] for i in chunk], None, chunk)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            ):
+                logits, _ = self.model.classify(batch.src.to(self.device), batch.src_lengths)
+            out[chunk] = logits.softmax(-1).cpu()
+        return out
+
+    def classify(self, texts: list[str]) -> list[Prediction]:
+        probabilities = self.probabilities(self.encode(texts))
+        predictions = []
+        for row in probabilities.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            predictions.append(Prediction(self.labels[best], row[best], dict(zip(self.labels, row, strict=True))))
+        return predictions

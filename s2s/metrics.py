@@ -18,3 +18,25 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
         "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
         "n_sentences": len(references),
     }
+
+
+def classification_scores(gold: list[int], predicted: list[int], labels: list[str]) -> dict:
+    """Accuracy and macro-F1 (in percent, like BLEU), and the confusion matrix: rows gold, columns predicted."""
+    n = len(labels)
+    confusion = [[0] * n for _ in range(n)]
+    for g, p in zip(gold, predicted, strict=True):
+        confusion[g][p] += 1
+    f1s = []
+    for k in range(n):
+        true_pos = confusion[k][k]
+        predicted_k = sum(confusion[g][k] for g in range(n))
+        gold_k = sum(confusion[k])
+        f1s.append(2 * true_pos / (predicted_k + gold_k) if predicted_k + gold_k else 0.0)
+    correct = sum(confusion[k][k] for k in range(n))
+    return {
+        "accuracy": round(100.0 * correct / max(1, len(gold)), 2),
+        "macro_f1": round(100.0 * sum(f1s) / max(1, n), 2),
+        "confusion": confusion,
+        "labels": labels,
+        "n_examples": len(gold),
+    }

@@ -1,4 +1,4 @@
-"""Models compose modules and expose one contract to training and to search.
+"""Models compose modules and expose one contract to training, and (sequence models) to search.
 
 Training: ``model(batch) → (logits, loss)``. Search: ``encode`` once, then ``initial_state`` / ``step`` /
 ``reorder_state``; the decoding state is a value, never an attribute of the model.
@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s.config import ModelConfig
-from s2s.data.batching import Batch
+from s2s.config import ClassifierModelConfig, EncoderConfig, ModelConfig
+from s2s.data.batching import Batch, LabelBatch
 from s2s.errors import RecipeError
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
 from s2s.modules.encoders import RNNEncoder
+from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.tokenizer import PAD
 
 
@@ -54,11 +55,26 @@ class Seq2Seq(nn.Module):
         return logits, loss / batch.tgt_out.ne(PAD).sum().clamp(min=1)
 
 
-def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    """The one place where the recipe's model section becomes modules; conflicts name their recipe keys."""
-    enc, dec = config.encoder, config.decoder
-    encoder = RNNEncoder(
-        src_vocab,
+class Classifier(nn.Module):
+    """Many-to-one: encoder → pooling → classifier head."""
+
+    def __init__(self, encoder: RNNEncoder, pooling: Pooling, head: ClassifierHead):
+        super().__init__()
+        self.encoder, self.pooling, self.head = encoder, pooling, head
+
+    def classify(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """src [B, S] ids → logits [B, L] (fp32) and the pooling's attention weights [B, S] (or None)."""
+        pooled, weights = self.pooling(self.encoder(src, src_lengths))
+        return self.head(pooled).float(), weights
+
+    def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _ = self.classify(batch.src, batch.src_lengths)
+        return logits, F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
+
+
+def build_encoder(enc: EncoderConfig, vocab_size: int) -> RNNEncoder:
+    return RNNEncoder(
+        vocab_size,
         enc.embedding_size,
         enc.hidden_size,
         enc.layers,
@@ -67,6 +83,22 @@ def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Se
         enc.dropout,
         enc.reverse_source,
     )
+
+
+def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier:
+    encoder = build_encoder(config.encoder, vocab_size)
+    head = config.head
+    return Classifier(
+        encoder,
+        Pooling(head.pooling, encoder.output_size),
+        ClassifierHead(encoder.output_size, n_labels, head.hidden_size, head.dropout),
+    )
+
+
+def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """The one place where the recipe's model section becomes modules; conflicts name their recipe keys."""
+    dec = config.decoder
+    encoder = build_encoder(config.encoder, src_vocab)
     if dec.input_feeding and dec.attention == "none":
         raise RecipeError("model.decoder.input_feeding: needs attention; set it to false when attention is 'none'")
     if dec.tie_embeddings and dec.embedding_size != dec.hidden_size:

@@ -1,4 +1,8 @@
-"""Translation front ends: an interactive shell for terminals, a line-by-line filter for pipes."""
+"""Front ends of trained models: an interactive shell for terminals, a line-by-line filter for pipes.
+
+Both take a ``respond`` function, so translation and classification share them: the shell's answers one line
+typed, the filter's answers a list of lines with one output block (one or more lines) per input line.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -18,15 +23,15 @@ from s2s.pictures import terminal_heatmap
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
 
 
-def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout) -> None:
-    """Prompt, translate, show the time; an empty line or Ctrl-D quits, Ctrl-C drops the current line."""
+def interactive(respond: Callable[[str], str], command: str, out: TextIO = sys.stdout) -> None:
+    """Prompt, answer, show the time; an empty line or Ctrl-D quits, Ctrl-C drops the current line."""
     try:
         import readline  # line editing and history where the platform has it
     except ImportError:
         readline = None
     if readline is not None and HISTORY.is_file():
         readline.read_history_file(HISTORY)
-    print("s2s translate: type a sentence; an empty line or Ctrl-D quits.", file=out)
+    print(f"s2s {command}: type a sentence; an empty line or Ctrl-D quits.", file=out)
     try:
         while True:
             try:
@@ -43,12 +48,7 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
             if not line.strip():
                 break
             started = time.perf_counter()
-            results = translator.translate([line], **options)[0]
-            for rank, result in enumerate(results):
-                prefix = f"{rank + 1}. " if len(results) > 1 else ""
-                print(f"{prefix}{result.text}", file=out)
-                if options.get("attention"):
-                    print(heatmap(result), file=out)
+            print(respond(line), file=out)
             print(f"  ({time.perf_counter() - started:.2f} s)", file=out, flush=True)
     finally:
         if readline is not None:
@@ -57,9 +57,9 @@ def interactive(translator: Translator, options: dict, out: TextIO = sys.stdout)
 
 
 def filter_lines(
-    translator: Translator, source: TextIO | BinaryIO, sink: TextIO, batch_size: int, options: dict
+    respond: Callable[[list[str]], list[str]], source: TextIO | BinaryIO, sink: TextIO, batch_size: int
 ) -> int:
-    """One output line per input line, in order. Lines that are already waiting are translated together;
+    """One output block per input line, in order. Lines that are already waiting are answered together;
     a writer that sends one line and waits for its answer is answered at once. Returns the line count.
 
     A reader thread queues lines as they arrive, so "already waiting" includes lines that the file object
@@ -74,7 +74,8 @@ def filter_lines(
         if not isinstance(pending[-1], str):  # None at the end of the input, or an error reading it
             end = pending.pop()
         if pending:
-            write_translations(translator, pending, sink, options)
+            sink.writelines(block + "\n" for block in respond(pending))
+            sink.flush()
             count += len(pending)
     if isinstance(end, Exception):
         raise end
@@ -94,23 +95,36 @@ def _read_into(source: TextIO | BinaryIO, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def write_translations(translator: Translator, lines: list[str], sink: TextIO, options: dict) -> None:
-    """Blank lines stay blank; an n-best list is written as ``rank<TAB>score<TAB>text`` lines."""
+def translation_blocks(translator: Translator, lines: list[str], options: dict) -> list[str]:
+    """The filter's answer: blank lines stay blank; an n-best list is ``rank<TAB>score<TAB>text`` lines; attention
+    heat maps go to stderr, so the output stays one block per input line."""
     texts = [line for line in lines if line.strip()]
     results = iter(translator.translate(texts, **options)) if texts else iter(())
+    blocks = []
     for line in lines:
         if not line.strip():
-            sink.write("\n")
+            blocks.append("")
             continue
         options_ = next(results)
         if options.get("attention"):
             print(heatmap(options_[0]), file=sys.stderr)
         if len(options_) == 1:
-            sink.write(options_[0].text + "\n")
+            blocks.append(options_[0].text)
         else:
-            for rank, result in enumerate(options_):
-                sink.write(f"{rank + 1}\t{result.hypothesis.normalized:.4f}\t{result.text}\n")
-    sink.flush()
+            ranked = enumerate(options_, start=1)
+            blocks.append("\n".join(f"{k}\t{r.hypothesis.normalized:.4f}\t{r.text}" for k, r in ranked))
+    return blocks
+
+
+def translation_answer(translator: Translator, line: str, options: dict) -> str:
+    """The shell's answer: the translation (numbered when n-best), with a heat map when asked."""
+    results = translator.translate([line], **options)[0]
+    parts = []
+    for rank, result in enumerate(results):
+        parts.append(f"{rank + 1}. {result.text}" if len(results) > 1 else result.text)
+        if options.get("attention"):
+            parts.append(heatmap(result))
+    return "\n".join(parts)
 
 
 def is_utf8(text: str) -> bool:

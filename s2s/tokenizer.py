@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from s2s.config import TokenizerConfig
+from s2s.config import TextTokenizerConfig, TokenizerConfig
 from s2s.errors import RunError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -74,23 +74,45 @@ class TokenizerPair:
 
 def train_tokenizers(config: TokenizerConfig, pairs: list[tuple[str, str]], directory: Path) -> TokenizerPair:
     """Train on the training pairs and save into ``directory`` (written complete, or not at all)."""
-    directory = Path(directory)
-    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=directory.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         if config.joint:
             train_one(config, [s for s, _ in pairs] + [t for _, t in pairs], staging / "joint")
         else:
             train_one(config, [s for s, _ in pairs], staging / "src")
             train_one(config, [t for _, t in pairs], staging / "tgt")
+
+    staged(directory, fill)
+    return TokenizerPair.load(directory)
+
+
+def train_text_tokenizer(config: TextTokenizerConfig, texts: list[str], directory: Path) -> Tokenizer:
+    """One tokenizer for one kind of text (classified texts, captions), saved as ``directory/text.model``."""
+    staged(directory, lambda staging: train_one(config, texts, staging / "text"))
+    return Tokenizer(Path(directory) / "text.model")
+
+
+def load_text_tokenizer(directory: Path) -> Tokenizer:
+    model = Path(directory) / "text.model"
+    if not model.is_file():
+        raise RunError(f"{directory}: no SentencePiece model (text.model)")
+    return Tokenizer(model)
+
+
+def staged(directory: Path, fill) -> None:
+    """Let ``fill`` write into a fresh folder beside ``directory``, then put it in place whole."""
+    directory = Path(directory)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=directory.parent))
+    try:
+        fill(staging)
         if directory.exists():
             shutil.rmtree(directory)
         staging.rename(directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return TokenizerPair.load(directory)
 
 
-def train_one(config: TokenizerConfig, sentences: Iterable[str], prefix: Path) -> None:
+def train_one(config: TextTokenizerConfig, sentences: Iterable[str], prefix: Path) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([s for s in sentences if s.strip()]),
         model_prefix=str(prefix),

@@ -1,4 +1,6 @@
-"""The trainer: recipe → data → tokenizer → model → optimisation, validation and checkpoints in a run directory.
+"""The trainer: recipe → pipeline (data, tokenizer, model) → optimisation, validation and checkpoints in a run
+directory. One loop for every pipeline: what differs between translation and classification lives in
+``s2s.pipelines``.
 
 Presentation is not done here: the trainer reports through ``Events`` (the CLI draws progress bars from them) and
 appends every log line and validation to ``log.jsonl`` in the run directory.
@@ -17,16 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from s2s.checkpoint import keep_newest, load_state, load_weights, save_state, save_weights, step_checkpoint
 from s2s.config import Recipe, TrainConfig, dump_recipe
-from s2s.data.batching import Batch, batch_indices, collate
-from s2s.data.corpus import load_split
-from s2s.errors import DataError, RecipeError, RunError, TrainingError
-from s2s.inference import Translator
-from s2s.metrics import score_corpus
-from s2s.models import Seq2Seq, build_seq2seq, count_parameters
-from s2s.tokenizer import TokenizerPair, train_tokenizers
+from s2s.data.batching import batch_indices
+from s2s.errors import RecipeError, RunError, TrainingError
+from s2s.models import count_parameters
+from s2s.pipelines import Examples, Pipeline, pipeline_for
 
 
 class Events:
@@ -37,20 +37,6 @@ class Events:
     def validated(self, record: dict) -> None: ...
     def message(self, text: str) -> None: ...
     def end(self, summary: dict) -> None: ...
-
-
-@dataclass
-class Corpus:
-    """Token ids of one split, and its raw text (validation scores detokenised output against raw text)."""
-
-    src: list[list[int]]
-    tgt: list[list[int]]
-    src_text: list[str]
-    tgt_text: list[str]
-
-    def lengths(self) -> list[int]:
-        """What batching measures an example by: its longer side, with BOS or EOS."""
-        return [max(len(s), len(t)) + 1 for s, t in zip(self.src, self.tgt, strict=True)]
 
 
 @dataclass
@@ -109,12 +95,11 @@ class Window:
 class Session:
     """Everything one training run works on; what ``save`` writes and ``restore`` reads back."""
 
-    model: Seq2Seq
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    translator: Translator
-    train: Corpus
-    valid: Corpus
+    train: Examples
+    valid: Examples
     progress: Progress
     window: Window = field(default_factory=Window)
     validation_seconds: float = 0.0
@@ -132,51 +117,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def read_splits(recipe: Recipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """The train and valid pairs; read before anything is written, so bad data leaves no run directory."""
-    splits = load_split(recipe.data, "train"), load_split(recipe.data, "valid")
-    for name, pairs in zip(("train", "valid"), splits, strict=True):
-        if not pairs:
-            raise DataError(f"data.{name}: the {name} split is empty")
-    return splits
-
-
-def prepare(recipe: Recipe, run_dir: Path, events: Events, reuse_tokenizer: bool, splits=None):
-    """Train (or reuse) the tokenizer, encode the train and valid splits and filter the training pairs."""
-    train_pairs, valid_pairs = splits or read_splits(recipe)
-    tokenizer_dir = run_dir / "tokenizer"
-    if reuse_tokenizer and tokenizer_dir.is_dir():
-        tokenizers = TokenizerPair.load(tokenizer_dir)
-    else:
-        tokenizers = train_tokenizers(recipe.tokenizer, train_pairs, tokenizer_dir)
-    train = encode(train_pairs, tokenizers)
-    kept = [
-        i
-        for i in range(len(train.src))
-        if 0 < len(train.src[i]) <= recipe.data.max_length and 0 < len(train.tgt[i]) <= recipe.data.max_length
-    ]
-    empty = sum(1 for s, t in zip(train.src, train.tgt, strict=True) if not s or not t)
-    events.message(
-        f"training pairs: {len(kept):,} kept, {empty:,} empty and "
-        f"{len(train.src) - len(kept) - empty:,} over {recipe.data.max_length} tokens dropped"
-    )
-    if not kept:
-        raise DataError(
-            f"data.train: no training pairs left after dropping empty ones and those over "
-            f"data.max_length = {recipe.data.max_length} tokens"
-        )
-    train = Corpus(*([column[i] for i in kept] for column in (train.src, train.tgt, train.src_text, train.tgt_text)))
-    return tokenizers, train, encode(valid_pairs, tokenizers)
-
-
-def encode(pairs: list[tuple[str, str]], tokenizers: TokenizerPair) -> Corpus:
-    src_text, tgt_text = [s for s, _ in pairs], [t for _, t in pairs]
-    return Corpus(tokenizers.src.encode(src_text), tokenizers.tgt.encode(tgt_text), src_text, tgt_text)
-
-
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, events: Events | None = None, resume: bool = False):
         self.recipe, self.config = recipe, recipe.train
+        self.pipeline: Pipeline = pipeline_for(recipe)
         self.run_dir, self.events, self.resume = Path(run_dir), events or Events(), resume
         self.device = resolve_device(self.config.device)
         self.dtype = autocast_dtype(self.config.precision, self.device)
@@ -209,18 +153,17 @@ class Trainer:
         """Run directory, data, tokenizer, model and optimizer, fresh or restored from the last checkpoint."""
         config = self.config
         self.check_run_dir()
-        splits = read_splits(self.recipe)
+        splits = self.pipeline.read_splits()  # before anything is written: bad data leaves no run directory
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        tokenizers, train, valid = prepare(self.recipe, self.run_dir, self.events, self.resume, splits)
-        model = build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(self.device)
+        train, valid = self.pipeline.prepare(self.run_dir, self.events, self.resume, splits)
+        model = self.pipeline.build_model().to(self.device)
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        translator = Translator(model, tokenizers, self.recipe.eval, self.device, self.dtype)
-        session = Session(model, optimizer, scaler, translator, train, valid, Progress())
+        session = Session(model, optimizer, scaler, train, valid, Progress())
         if self.resume:
             self.restore(session)
         self.events.start(
@@ -228,7 +171,8 @@ class Trainer:
                 "parameters": count_parameters(model),
                 "device": str(self.device),
                 "precision": config.precision,
-                "train_pairs": len(train.src),
+                "train_examples": len(train),
+                "scores": self.recipe.SCORES,
                 "max_steps": config.max_steps,
                 "resumed_at": session.progress.step,
             }
@@ -241,7 +185,7 @@ class Trainer:
         """Train on ``batches`` (the rest of an epoch), validating on schedule; return why to stop, if so."""
         config, progress, train = self.config, session.progress, session.train
         for indices in batches:
-            batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
+            batch = train.batch(indices)
             loss, tokens = self.train_step(
                 session.model, session.optimizer, session.scaler, batch.to(self.device), progress
             )
@@ -290,8 +234,8 @@ class Trainer:
         elif (self.run_dir / "last.state.pt").is_file():
             raise RunError(f"{self.run_dir}: already holds a run; use --resume to continue it or another --run-dir")
 
-    def train_step(self, model: Seq2Seq, optimizer, scaler, batch: Batch, progress: Progress) -> tuple[float, int]:
-        """One update; returns the loss and the target tokens (0 when a non-finite loss skipped the update)."""
+    def train_step(self, model: nn.Module, optimizer, scaler, batch, progress: Progress) -> tuple[float, int]:
+        """One update; returns the loss and the tokens trained on (0 when a non-finite loss skipped the update)."""
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
@@ -308,7 +252,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
         scaler.step(optimizer)  # with fp16, the scaler skips steps whose gradients overflowed
         scaler.update()
-        return float(loss.detach()), batch.n_target_tokens
+        return float(loss.detach()), batch.n_tokens
 
     def skip_nonfinite(self, progress: Progress) -> None:
         progress.skipped_steps += 1
@@ -340,9 +284,7 @@ class Trainer:
         """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
         config, started, progress, valid = self.config, time.monotonic(), session.progress, session.valid
         loss = validation_loss(session.model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
-        count = self.recipe.eval.valid_sentences or len(valid.src_text)
-        hypotheses = session.translator.best(valid.src_text[:count], beam_size=self.recipe.eval.valid_beam_size)
-        scores = score_corpus(hypotheses, valid.tgt_text[:count])
+        scores = self.pipeline.score(session.model, valid, self.device, self.dtype)
         value = loss if config.keep_best_by == "loss" else scores[config.keep_best_by]
         improved = progress.best is None or (
             value < progress.best if config.keep_best_by == "loss" else value > progress.best
@@ -359,12 +301,11 @@ class Trainer:
             "step": progress.step,
             "loss": round(loss, 4),
             "ppl": round(math.exp(min(loss, 50)), 2),
-            **{k: scores[k] for k in ("bleu", "chrf", "exact_match")},
+            **scores,
             "best": progress.best,
             "improved": improved,
             "lr": session.optimizer.param_groups[0]["lr"],
             "seconds": round(time.monotonic() - started, 1),
-            "signature": scores["signature"]["bleu"],
         }
         self.log(record)
         self.events.validated(record)
@@ -402,7 +343,7 @@ def epoch_batches(config: TrainConfig, lengths: list[int], epoch: int) -> list[l
     return batch_indices(lengths, config.batch_size, config.batch_by == "tokens", rng)
 
 
-def make_optimizer(model: Seq2Seq, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
@@ -414,16 +355,14 @@ def learning_rate(config: TrainConfig, progress: Progress) -> float:
 
 
 @torch.inference_mode()
-def validation_loss(model: Seq2Seq, corpus: Corpus, batch_size: int, device, dtype) -> float:
-    """Mean cross-entropy per target token (no label smoothing: this is what perplexity reads)."""
+def validation_loss(model: nn.Module, examples: Examples, batch_size: int, device, dtype) -> float:
+    """Mean cross-entropy per prediction (target token, or text), without label smoothing: what perplexity reads."""
     model.eval()
-    total, tokens = 0.0, 0
-    lengths = [len(s) for s in corpus.src]
-    for indices in batch_indices(lengths, batch_size, by_tokens=False, rng=None):
-        batch = collate([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices], indices).to(device)
+    total, count = 0.0, 0
+    for indices in batch_indices(examples.lengths(), batch_size, by_tokens=False, rng=None):
+        batch = examples.batch(indices).to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             _, loss = model(batch)
-        n = batch.n_target_tokens
-        total += float(loss) * n
-        tokens += n
-    return total / max(1, tokens)
+        total += float(loss) * batch.n_predictions
+        count += batch.n_predictions
+    return total / max(1, count)

@@ -25,8 +25,8 @@ from conftest import TINY, write_recipe
 
 from s2s.cli import app
 from s2s.data.corpus import load_split
-from s2s.inference import load_run
 from s2s.metrics import score_corpus
+from s2s.runs import load_run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 S2S = [sys.executable, "-m", "s2s"]

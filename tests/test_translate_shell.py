@@ -21,8 +21,8 @@ import pexpect
 import pytest
 
 from s2s.data.generated import written_forms
-from s2s.inference import load_run
-from s2s.shell import filter_lines
+from s2s.runs import load_run
+from s2s.shell import filter_lines, translation_blocks
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 S2S = [sys.executable, "-m", "s2s"]
@@ -168,7 +168,7 @@ def test_lines_already_waiting_on_a_pipe_are_translated_together(writer_keeps_pi
         os.close(write_end)
     translator, sink = RecordingTranslator(), io.StringIO()
     with open(read_end, encoding="utf-8") as source:
-        count = filter_lines(translator, source, sink, batch_size=16, options={})
+        count = filter_lines(lambda lines: translation_blocks(translator, lines, {}), source, sink, batch_size=16)
     assert count == 40
     assert sink.getvalue() == "".join(line.upper() + "\n" for line in lines)
     assert sum(translator.batches) == 40 and max(translator.batches) <= 16

@@ -5,8 +5,8 @@
     python tools/bench.py recipes/quickstart.yaml --set train.batch_size=128 --precision fp32 bf16 --json
     python tools/bench.py --run runs/translation --decode-sentences 200
 
-Training: the data and a tokenizer are prepared as the trainer does (``s2s.train.prepare``, in a temporary
-run directory), a fresh model is built, and ``--warmup`` + ``--steps`` batches go through
+Training: the data and a tokenizer are prepared as the trainer does (the translation pipeline's ``prepare``, in a
+temporary run directory), a fresh model is built, and ``--warmup`` + ``--steps`` batches go through
 ``Trainer.train_step`` in the trainer's own batch order. The figure is the median over the timed steps of
 target tokens / step seconds (a step being collate, copy to the device and ``train_step``, as in the
 trainer's own tokens/s); padding is the share of PAD positions in the src and tgt tensors of those batches
@@ -45,22 +45,21 @@ from pathlib import Path
 import torch
 
 from s2s.config import Recipe, TrainConfig, load_recipe
-from s2s.data.batching import collate
 from s2s.data.corpus import load_split
 from s2s.errors import DataError, S2SError
-from s2s.inference import Translator, load_run
+from s2s.inference import Translator
 from s2s.models import build_seq2seq, count_parameters
+from s2s.pipelines.translation import Corpus, TranslationPipeline
+from s2s.runs import load_run
 from s2s.search import max_lengths
 from s2s.tokenizer import PAD, TokenizerPair
 from s2s.train import (
-    Corpus,
     Events,
     Progress,
     Trainer,
     autocast_dtype,
     epoch_batches,
     make_optimizer,
-    prepare,
     resolve_device,
 )
 
@@ -99,9 +98,10 @@ class Bench:
             if self.run_translator is not None:  # the run's own tokenizer; the run stays untouched
                 shutil.copytree(self.run_dir / "tokenizer", work / "tokenizer")
             say(f"preparing data for {self.recipe.name!r}")
-            tokenizers, train, valid = prepare(
-                self.recipe, work, StderrEvents(), reuse_tokenizer=self.run_translator is not None
-            )
+            pipeline = TranslationPipeline(self.recipe)
+            reuse = self.run_translator is not None
+            train, valid = pipeline.prepare(work, StderrEvents(), reuse, pipeline.read_splits())
+            tokenizers = pipeline.tokenizers
             if not train.src:
                 raise DataError("no training pairs are left after filtering; nothing to benchmark")
             sentences, split = self.decode_sentences(valid)
@@ -170,7 +170,7 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
     for n, indices in enumerate(itertools.islice(training_batches(trainer.config, train), warmup + steps)):
         synchronize(device)
         started = time.perf_counter()
-        batch = collate([train.src[i] for i in indices], [train.tgt[i] for i in indices], indices)
+        batch = train.batch(indices)
         loss, tokens = trainer.train_step(model, optimizer, scaler, batch.to(device), progress)
         synchronize(device)
         seconds = time.perf_counter() - started

@@ -28,6 +28,16 @@ class Batch:
     def n_target_tokens(self) -> int:
         return int(self.tgt_out.ne(PAD).sum())
 
+    @property
+    def n_tokens(self) -> int:
+        """What training speed counts: target tokens, as the peers report it."""
+        return self.n_target_tokens
+
+    @property
+    def n_predictions(self) -> int:
+        """What the mean loss averages over."""
+        return self.n_target_tokens
+
     def to(self, device: torch.device) -> Batch:
         return Batch(
             self.src.to(device, non_blocking=True),
@@ -36,6 +46,40 @@ class Batch:
             self.tgt_out.to(device, non_blocking=True),
             self.indices,
         )
+
+
+@dataclass
+class LabelBatch:
+    """Texts and their label ids (many-to-one)."""
+
+    src: torch.Tensor  # [B, S] ids, padded with PAD
+    src_lengths: torch.Tensor  # [B] (on the CPU: packing wants it there)
+    labels: torch.Tensor  # [B] label ids
+    indices: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        """What training speed counts: the tokens read."""
+        return int(self.src_lengths.sum())
+
+    @property
+    def n_predictions(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device) -> LabelBatch:
+        return LabelBatch(
+            self.src.to(device, non_blocking=True), self.src_lengths, self.labels.to(device), self.indices
+        )
+
+
+def collate_labelled(texts: list[list[int]], labels: list[int] | None, indices: list[int]) -> LabelBatch:
+    """Padded ids and labels; ``labels`` may be None at inference."""
+    return LabelBatch(
+        src=pad([t or [EOS] for t in texts]),  # an empty text still has one position to read
+        src_lengths=torch.tensor([max(1, len(t)) for t in texts], dtype=torch.long),
+        labels=torch.tensor(labels if labels is not None else [0] * len(texts), dtype=torch.long),
+        indices=indices,
+    )
 
 
 def pad(sequences: list[list[int]]) -> torch.Tensor:

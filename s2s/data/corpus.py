@@ -11,6 +11,7 @@ from pathlib import Path
 
 from s2s.config import DataConfig
 from s2s.data.generated import dates_corpus
+from s2s.data.splits import holdout_rows
 from s2s.errors import DataError
 
 Pair = tuple[str, str]
@@ -21,6 +22,13 @@ def load_split(data: DataConfig, split: str) -> list[Pair]:
     """All pairs of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
     if data.format == "generated":
         return generated_split(data, split)
+    if data.holdout and split in ("train", "valid"):
+        pairs = read_split(data, "train")
+        return [pairs[i] for i in holdout_rows(len(pairs), data.holdout, data.holdout_seed, "data.train")[split]]
+    return read_split(data, split)
+
+
+def read_split(data: DataConfig, split: str) -> list[Pair]:
     spec = getattr(data, split)
     if spec is None:
         raise DataError(f"data.{split}: this recipe has no {split} split")
