@@ -25,7 +25,7 @@ class Checkpoint(str, enum.Enum):
 
 
 app = typer.Typer(
-    help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate.",
+    help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate, caption, classify.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -110,22 +110,53 @@ def evaluate(
     plot_attention: Annotated[
         int, typer.Option(min=0, help="Write PNG attention heat maps of the first N sentences to OUT/attention/.")
     ] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Classification: a TSV/CSV/JSONL file with the recipe's text and label columns."),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Captioning: a folder of images, scored against --captions.")
+    ] = None,
+    captions: Annotated[
+        Path | None,
+        typer.Option(help="Captioning: IMAGE#N<TAB>caption lines (plain or .gz); only the images named are scored."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
 ) -> None:
-    """Translate a split (or --src/--ref files) and score it with sacreBLEU: BLEU, chrF, exact match."""
+    """Score a trained run on a split or on files. Translation: BLEU, chrF and exact match (sacreBLEU) of
+    --split or --src/--ref. Classification: accuracy, macro-F1 and the confusion matrix of --split or --data."""
     from s2s.data.corpus import load_split, read_text_pair
     from s2s.files import atomic_write
     from s2s.metrics import score_corpus
     from s2s.pictures import save_heatmaps
     from s2s.runs import load_run
 
-    if (split is None) == (src is None):
-        raise typer.BadParameter("give either --split or --src with --ref", param_hint="--split")
+    if sum(option is not None for option in (split, src, data, images)) != 1:
+        raise typer.BadParameter(
+            "give one of --split, --src with --ref, --data, or --images with --captions", param_hint="--split"
+        )
     if (src is None) != (ref is None):
         raise typer.BadParameter("--src and --ref go together", param_hint="--ref")
+    if (images is None) != (captions is None):
+        raise typer.BadParameter("--images and --captions go together", param_hint="--captions")
     if split is not None and split not in ("valid", "test"):
         raise typer.BadParameter(f"{split!r} is not one of: valid, test", param_hint="--split")
-    recipe, translator = load_run(run, checkpoint.value)
+    recipe, translator = load_run(run, checkpoint.value, task=None)
+    if recipe.task == "classification":
+        unused = {"--src": src, "--beam": beam, "--alpha": alpha, "--plot-attention": plot_attention or None}
+        for name, value in unused.items():
+            if value is not None:
+                raise typer.BadParameter("does not apply to a classification run", param_hint=name)
+        evaluate_classifier(recipe, translator, split, data, as_json)
+        return
+    if recipe.task == "captioning":
+        for name, value in {"--src": src, "--data": data, "--plot-attention": plot_attention or None}.items():
+            if value is not None:
+                raise typer.BadParameter("does not apply to a captioning run", param_hint=name)
+        evaluate_captioner(recipe, translator, split, (images, captions), beam, alpha, out or run / "eval", as_json)
+        return
+    if data is not None or images is not None:
+        raise typer.BadParameter("applies to classification or captioning runs", param_hint="--data/--images")
     pairs = load_split(recipe.data, split) if split else read_text_pair(src, ref)
     sources = [s for s, _ in pairs]
     started = time.perf_counter()
@@ -149,6 +180,72 @@ def evaluate(
     typer.echo(f"hypotheses: {hypotheses_file}")
     if plot_attention:
         typer.echo(f"attention heat maps: {out / 'attention'}")
+
+
+def evaluate_classifier(recipe, classifier, split: str | None, data: Path | None, as_json: bool) -> None:
+    from s2s.data.labelled import load_labelled, read_column_file
+    from s2s.pipelines.classification import score_rows
+
+    if data is not None:
+        rows = read_column_file(recipe.data.model_copy(update={"format": column_format(data, recipe)}), data)
+    else:
+        rows = load_labelled(recipe.data, split)
+    started = time.perf_counter()
+    result = {**score_rows(classifier, rows), "seconds": round(time.perf_counter() - started, 2)}
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"accuracy {result['accuracy']:6.2f}")
+    typer.echo(f"macro-F1 {result['macro_f1']:6.2f}  ({result['n_examples']:,} texts, {result['seconds']:.1f} s)")
+    typer.echo(confusion_table(result["labels"], result["confusion"]))
+
+
+def evaluate_captioner(recipe, captioner, split, named: tuple, beam, alpha, out: Path, as_json: bool) -> None:
+    from s2s.data.images import load_captioned, open_image, read_flickr8k_captions
+    from s2s.files import atomic_write
+    from s2s.metrics import caption_scores
+
+    image_dir, captions_file = named
+    if split is not None:
+        pictures = load_captioned(recipe.data, split)
+        paths, references = pictures.images, pictures.captions
+    else:
+        if not image_dir.is_dir():
+            raise typer.BadParameter(f"{image_dir}: no such folder", param_hint="--images")
+        named_captions = read_flickr8k_captions(captions_file)
+        paths, references = [image_dir / name for name in named_captions], list(named_captions.values())
+    started = time.perf_counter()
+    results = captioner.caption([open_image(p) for p in paths], beam_size=beam, alpha=alpha)
+    hypotheses = [options[0].text for options in results]
+    result = {**caption_scores(hypotheses, references), "seconds": round(time.perf_counter() - started, 2)}
+    hypotheses_file = out / f"{split or captions_file.name}.captions.tsv"
+    names = [str(p) if isinstance(p, Path) else f"#{i}" for i, p in enumerate(paths)]
+    text = "".join(f"{name}\t{caption}\n" for name, caption in zip(names, hypotheses, strict=True))
+    atomic_write(hypotheses_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    result["hypotheses"] = str(hypotheses_file)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for order in (1, 2, 3, 4):
+        typer.echo(f"BLEU-{order} {result[f'bleu{order}']:6.2f}")
+    typer.echo(f"{result['signature']}  ({result['n_images']:,} images, {result['seconds']:.1f} s)")
+    typer.echo(f"captions: {hypotheses_file}")
+
+
+def column_format(path: Path, recipe) -> str:
+    """The format of a --data file from its name (data.tsv, data.csv.gz, data.jsonl …), else the recipe's."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    known = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+    return known.get(suffixes[-1] if suffixes else "", recipe.data.format)
+
+
+def confusion_table(labels: list[str], confusion: list[list[int]]) -> str:
+    """Rows: the gold label; columns: the predicted one."""
+    width = max(8, *(len(label) + 2 for label in labels))
+    lines = ["gold \\ predicted".ljust(width + 8) + "".join(label.rjust(width) for label in labels)]
+    for label, row in zip(labels, confusion, strict=True):
+        lines.append(label.ljust(width + 8) + "".join(f"{count:,}".rjust(width) for count in row))
+    return "\n".join(lines)
 
 
 @app.command()
@@ -192,6 +289,98 @@ def translate(
     else:
         respond = functools.partial(translation_blocks, translator, options=options)
         filter_lines(respond, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size)
+
+
+@app.command()
+@user_errors
+def classify(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of a trained classifier.")],
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to classify; without any, read stdin (a shell on a terminal).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per text, with every label's probability.")
+    ] = False,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="Which weights to use.")] = Checkpoint.best,
+) -> None:
+    """Classify texts: label<TAB>probability per text given, per stdin line on a pipe, or an interactive shell."""
+    from s2s.runs import load_run
+    from s2s.shell import filter_lines, interactive
+
+    recipe, classifier = load_run(model, checkpoint.value, task="classification")
+
+    def answers(lines: list[str]) -> list[str]:
+        texts_ = [line for line in lines if line.strip()]
+        predictions = iter(classifier.classify(texts_) if texts_ else ())
+        return [present_label(line, next(predictions), as_json) if line.strip() else "" for line in lines]
+
+    if texts:
+        typer.echo("\n".join(answers(texts)))
+    elif sys.stdin.isatty():
+        interactive(lambda line: answers([line])[0], "classify")
+    else:
+        filter_lines(answers, sys.stdin.buffer, sys.stdout, recipe.eval.batch_size)
+
+
+def present_label(text: str, prediction, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "text": text,
+                "label": prediction.label,
+                "probability": round(prediction.probability, 4),
+                "probabilities": {k: round(v, 4) for k, v in prediction.probabilities.items()},
+            },
+            ensure_ascii=False,
+        )
+    return f"{prediction.label}\t{prediction.probability:.4f}"
+
+
+@app.command()
+@user_errors
+def caption(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of a trained captioning model.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images, or folders to walk for images.")],
+    beam: Annotated[int | None, typer.Option(min=1, help="Beam size (default: the recipe's eval.beam_size).")] = None,
+    nbest: Annotated[int, typer.Option(min=1, help="Print this many captions per image.")] = 1,
+    alpha: Annotated[float | None, typer.Option(min=0.0, help="Length penalty alpha.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+    checkpoint: Annotated[Checkpoint, typer.Option(help="Which weights to use.")] = Checkpoint.best,
+) -> None:
+    """Caption images: path<TAB>caption per image. An unreadable file gets an error line and the rest go on;
+    the exit code is then 1."""
+    from s2s.data.images import BadImage, image_files, open_image
+    from s2s.runs import load_run
+
+    recipe, captioner = load_run(model, checkpoint.value, task="captioning")
+    beam = beam or max(recipe.eval.beam_size, nbest)
+    if nbest > beam:
+        raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
+    failed = 0
+    files = image_files(paths)
+    for start in range(0, len(files), recipe.eval.batch_size):
+        good, pictures = [], []
+        for path in files[start : start + recipe.eval.batch_size]:
+            try:
+                pictures.append(open_image(path))
+                good.append(path)
+            except BadImage as error:
+                typer.echo(f"s2s: error: {error}", err=True)
+                failed += 1
+        results = captioner.caption(pictures, beam_size=beam, nbest=nbest, alpha=alpha) if pictures else []
+        for path, options in zip(good, results, strict=True):
+            typer.echo(present_captions(path, options, as_json))
+    if failed:
+        raise typer.Exit(1)
+
+
+def present_captions(path: Path, options, as_json: bool) -> str:
+    if as_json:
+        captions = [{"caption": c.text, "score": round(c.hypothesis.normalized, 4)} for c in options]
+        return json.dumps({"image": str(path), "captions": captions}, ensure_ascii=False)
+    if len(options) == 1:
+        return f"{path}\t{options[0].text}"
+    return "\n".join(f"{path}\t{k}\t{c.hypothesis.normalized:.4f}\t{c.text}" for k, c in enumerate(options, 1))
 
 
 @app.command()

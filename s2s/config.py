@@ -84,6 +84,41 @@ class LabelledTextData(Section):
     holdout_seed: int = 1
 
 
+class ShapesConfig(Section):
+    """Pictures of coloured shapes with captions that describe them: captioning with no download."""
+
+    train_size: int = Field(6000, gt=0)
+    valid_size: int = Field(300, gt=0)
+    test_size: int = Field(500, gt=0)
+    image_size: int = Field(64, ge=32)
+    seed: int = 1
+
+
+class ImageSplitConfig(Section):
+    """Which images (and captions) make one split. Which keys apply depends on ``data.format``."""
+
+    images: str | None = None  # flickr8k: a file listing the split's image names, one per line
+    path: str | None = None  # jsonl/csv: a file with image and caption columns (one row per caption)
+    split: str | None = None  # imagefolder: the split's name in the folder's metadata
+
+
+class ImageCaptionData(Section):
+    format: Literal["flickr8k", "jsonl", "csv", "imagefolder", "generated"] = "flickr8k"
+    image_dir: str | None = None  # the folder image names are relative to
+    captions: str | None = None  # flickr8k: the captions file, `image.jpg#N<TAB>caption` (plain or .gz)
+    train: ImageSplitConfig | None = None
+    valid: ImageSplitConfig | None = None
+    test: ImageSplitConfig | None = None
+    image_column: str = "image"  # jsonl/csv
+    caption_column: str = "caption"
+    generator: ShapesConfig | None = None  # format generated
+    image_size: int = Field(224, ge=16)  # images are resized (shorter side) and centre-cropped to this square
+    augment: bool = True  # training images: a random crop of a slightly larger resize, and colour jitter
+    bad_images: Literal["skip", "fail"] = "skip"  # unreadable training images: skipped (and counted), or an error
+    workers: int = Field(2, ge=0)  # data-loader processes that read and transform images (0: in the trainer)
+    max_length: int = Field(40, gt=0)  # training captions with more tokens are dropped (and counted)
+
+
 class TextTokenizerConfig(Section):
     type: Literal["unigram", "bpe"] = "unigram"
     vocab_size: int = Field(8000, ge=16)
@@ -118,6 +153,30 @@ class DecoderConfig(Section):
 
 class ModelConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+
+
+class ImageEncoderConfig(Section):
+    """A CNN: s2s's own compact residual network (trained from scratch), or a torchvision backbone."""
+
+    backbone: str = "resnet"  # resnet (built in), or torchvision/resnet18, torchvision/resnet50, …
+    channels: list[int] = [32, 64, 128, 256]  # built-in: width of each stage; each stage halves the grid
+    blocks: int = Field(1, ge=1)  # built-in: residual blocks per stage
+    output_size: int = Field(256, gt=0)  # feature size of each grid cell, and of the image vector
+    pretrained: str | None = None  # torchvision: a weights file, or 'default' for the torchvision cache
+    freeze: bool = False  # keep the backbone's weights fixed
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[int]) -> list[int]:
+        if not value or any(c <= 0 for c in value):
+            raise ValueError("needs one or more positive widths, e.g. [32, 64, 128, 256]")
+        return value
+
+
+class CaptionModelConfig(Section):
+    encoder: ImageEncoderConfig = ImageEncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
 
 
@@ -173,6 +232,15 @@ class EvalConfig(Section):
     batch_size: int = Field(128, gt=0)  # sentences per decoding batch
     valid_beam_size: int = Field(1, gt=0)  # beam size of the validation BLEU during training (1: greedy)
     valid_sentences: int | None = Field(None, gt=0)  # decode only the first N valid sentences during training
+
+
+class CaptionEvalConfig(Section):
+    beam_size: int = Field(1, gt=0)
+    length_penalty: float = Field(0.0, ge=0)
+    max_length: int = Field(40, gt=0)  # tokens of a caption, EOS included
+    batch_size: int = Field(64, gt=0)  # images per decoding batch
+    valid_beam_size: int = Field(1, gt=0)
+    valid_images: int | None = Field(None, gt=0)  # caption only the first N valid images during training
 
 
 class ClassifyEvalConfig(Section):
@@ -237,7 +305,38 @@ class ClassificationRecipe(Recipe):
         check_splits(self.data, SPLIT_KEYS[self.data.format], origin)
 
 
-RECIPES: dict[str, type[Recipe]] = {"translation": TranslationRecipe, "classification": ClassificationRecipe}
+class CaptioningRecipe(Recipe):
+    task: Literal["captioning"]
+    data: ImageCaptionData
+    tokenizer: TextTokenizerConfig = TextTokenizerConfig(vocab_size=4000)
+    model: CaptionModelConfig = CaptionModelConfig()
+    eval: CaptionEvalConfig = CaptionEvalConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ("bleu4", "bleu1", "bleu2", "bleu3")
+
+    def check_files(self, origin: str) -> None:
+        data = self.data
+        if data.format == "generated":
+            if data.generator is None:
+                data.generator = ShapesConfig()
+            return
+        if data.format in ("flickr8k", "imagefolder") and not data.image_dir:
+            raise RecipeError(f"{origin}: data.image_dir: required when data.format is '{data.format}'")
+        if data.image_dir and not Path(data.image_dir).is_dir():
+            raise RecipeError(f"{origin}: data.image_dir: no such folder: {data.image_dir}")
+        if data.format == "flickr8k":
+            if not data.captions:
+                raise RecipeError(f"{origin}: data.captions: required when data.format is 'flickr8k'")
+            if not Path(data.captions).is_file():
+                raise RecipeError(f"{origin}: data.captions: file not found: {data.captions}")
+        check_splits(data, IMAGE_SPLIT_KEYS[data.format], origin)
+
+
+RECIPES: dict[str, type[Recipe]] = {
+    "translation": TranslationRecipe,
+    "classification": ClassificationRecipe,
+    "captioning": CaptioningRecipe,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -362,6 +461,8 @@ def _types(annotation: Any) -> list[Any]:
     return list(getattr(annotation, "__args__", ())) or [annotation]
 
 
+IMAGE_SPLIT_KEYS = {"flickr8k": ("images",), "jsonl": ("path",), "csv": ("path",), "imagefolder": ("split",)}
+
 SPLIT_KEYS = {
     "text": ("src", "tgt"),
     "tsv": ("path",),
@@ -375,19 +476,19 @@ def check_splits(data, keys: tuple[str, ...], origin: str) -> None:
     """Each split names what its format needs, and its files exist; valid may come from ``data.holdout``."""
     if data.format == "hub" and not data.hub_id:
         raise RecipeError(f"{origin}: data.hub_id: required when data.format is 'hub'")
-    if data.holdout and data.valid is not None:
+    if getattr(data, "holdout", None) and data.valid is not None:
         raise RecipeError(f"{origin}: data.holdout: give either a valid split or holdout, not both")
     for name in ("train", "valid", "test"):
         split = getattr(data, name)
         if split is None:
-            if name == "train" or (name == "valid" and not data.holdout):
+            if name == "train" or (name == "valid" and not getattr(data, "holdout", None)):
                 raise RecipeError(f"{origin}: data.{name}: required key is missing")
             continue
         for key in keys:
             value = getattr(split, key)
             if not value:
                 raise RecipeError(f"{origin}: data.{name}.{key}: required when data.format is '{data.format}'")
-            if key != "split" and not Path(value).is_file():
+            if key in ("src", "tgt", "path", "images") and not Path(value).is_file():
                 raise RecipeError(f"{origin}: data.{name}.{key}: file not found: {value}")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
-from s2s.config import EvalConfig
+from s2s.config import CaptionEvalConfig, EvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled
+from s2s.data.images import image_tensor
 from s2s.models import Classifier, Seq2Seq
 from s2s.search import Hypothesis, beam_search, greedy_search, max_lengths
 from s2s.tokenizer import Tokenizer, TokenizerPair
@@ -57,10 +59,11 @@ class Translator:
                 dtype=self.autocast_dtype or torch.float32,
                 enabled=self.autocast_dtype is not None,
             ):
+                memory = self.model.encode(src, batch.src_lengths)
                 if beam_size == 1 and nbest == 1:
-                    hyps = [[h] for h in greedy_search(self.model, src, batch.src_lengths, limit, attention)]
+                    hyps = [[h] for h in greedy_search(self.model, memory, limit, attention)]
                 else:
-                    hyps = beam_search(self.model, src, batch.src_lengths, limit, beam_size, alpha, nbest, attention)
+                    hyps = beam_search(self.model, memory, limit, beam_size, alpha, nbest, attention)
             for i, options in zip(chunk, hyps, strict=True):
                 results[i] = [self.present(ids[i], h) for h in options]
         return results
@@ -124,3 +127,50 @@ class TextClassifier:
             best = max(range(len(row)), key=row.__getitem__)
             predictions.append(Prediction(self.labels[best], row[best], dict(zip(self.labels, row, strict=True))))
         return predictions
+
+
+@dataclass
+class Caption:
+    text: str
+    hypothesis: Hypothesis
+
+
+class ImageCaptioner:
+    """Pictures → captions, greedy or beam search, batched."""
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        tokenizer: Tokenizer,
+        eval_config: CaptionEvalConfig,
+        image_size: int,
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model.to(device)
+        self.tokenizer, self.config, self.image_size = tokenizer, eval_config, image_size
+        self.device, self.autocast_dtype = device, autocast_dtype
+
+    def caption(
+        self, images: list[Image.Image], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
+    ) -> list[list[Caption]]:
+        """The ``nbest`` captions of each picture, in input order."""
+        beam_size = beam_size or self.config.beam_size
+        alpha = self.config.length_penalty if alpha is None else alpha
+        self.model.eval()
+        results: list[list[Caption]] = []
+        for start in range(0, len(images), self.config.batch_size):
+            chunk = images[start : start + self.config.batch_size]
+            pixels = torch.stack([image_tensor(image, self.image_size) for image in chunk]).to(self.device)
+            limit = torch.full((len(chunk),), self.config.max_length)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            ):
+                memory = self.model.encode(pixels)
+                if beam_size == 1 and nbest == 1:
+                    hyps = [[h] for h in greedy_search(self.model, memory, limit)]
+                else:
+                    hyps = beam_search(self.model, memory, limit, beam_size, alpha, nbest)
+            for options in hyps:
+                results.append([Caption(self.tokenizer.decode([h.tokens])[0], h) for h in options])
+        return results

@@ -20,6 +20,20 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """Corpus BLEU-1 … BLEU-4 against every reference caption of each image (images may have different
+    numbers of references: sacreBLEU's ``nrefs:var``)."""
+    most = max((len(refs) for refs in references), default=1)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
+    scores: dict = {}
+    for order in (1, 2, 3, 4):
+        bleu = BLEU(max_ngram_order=order, force=True)  # captions often come tokenised (" ."): score them as given
+        scores[f"bleu{order}"] = round(bleu.corpus_score(hypotheses, streams).score, 2)
+    scores["signature"] = str(bleu.get_signature())  # the BLEU-4 one; orders 1-3 differ only in ngram order
+    scores["n_images"] = len(hypotheses)
+    return scores
+
+
 def classification_scores(gold: list[int], predicted: list[int], labels: list[str]) -> dict:
     """Accuracy and macro-F1 (in percent, like BLEU), and the confusion matrix: rows gold, columns predicted."""
     n = len(labels)

@@ -10,21 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s.config import ClassifierModelConfig, EncoderConfig, ModelConfig
+from s2s.config import CaptionModelConfig, ClassifierModelConfig, DecoderConfig, EncoderConfig, ModelConfig
 from s2s.data.batching import Batch, LabelBatch
 from s2s.errors import RecipeError
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
 from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
+from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
 from s2s.tokenizer import PAD
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, encoder: RNNEncoder, decoder: RNNDecoder):
+    """An encoder (of sentences, or of images) and a decoder language model conditioned on its encoding."""
+
+    def __init__(self, encoder: RNNEncoder | ImageEncoder, decoder: RNNDecoder):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Memory:
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> Memory:
+        """src [B, S] ids with their lengths, or images [B, 3, H, W] → what the decoder attends to."""
         return self.decoder.memory(self.encoder(src, src_lengths))
 
     def initial_state(self, memory: Memory) -> DecoderState:
@@ -97,8 +101,38 @@ def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: i
 
 def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     """The one place where the recipe's model section becomes modules; conflicts name their recipe keys."""
-    dec = config.decoder
     encoder = build_encoder(config.encoder, src_vocab)
+    return Seq2Seq(encoder, build_decoder(config.decoder, tgt_vocab, encoder.output_size))
+
+
+def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int) -> Seq2Seq:
+    """A CNN image encoder and the very decoder translation uses (Show and Tell; with attention, Show, Attend
+    and Tell): one model class, one search."""
+    enc = config.encoder
+    if enc.backbone == "resnet":
+        if enc.pretrained:
+            raise RecipeError(
+                "model.encoder.pretrained: the built-in resnet trains from scratch; use a torchvision backbone"
+            )
+        backbone, channels = compact_resnet(enc.channels, enc.blocks)
+    elif enc.backbone.startswith("torchvision/"):
+        try:
+            backbone, channels = torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained)
+        except ImportError:
+            raise RecipeError(
+                f"model.encoder.backbone: {enc.backbone} needs torchvision; install it with pip install 's2s[vision]'"
+            ) from None
+        except (ValueError, KeyError, OSError, RuntimeError) as error:
+            raise RecipeError(f"model.encoder.backbone: cannot build {enc.backbone}: {error}") from None
+    else:
+        raise RecipeError(f"model.encoder.backbone: {enc.backbone!r} is not one of: resnet, torchvision/NAME")
+    encoder = ImageEncoder(
+        backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze
+    )
+    return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
+
+
+def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNNDecoder:
     if dec.input_feeding and dec.attention == "none":
         raise RecipeError("model.decoder.input_feeding: needs attention; set it to false when attention is 'none'")
     if dec.tie_embeddings and dec.embedding_size != dec.hidden_size:
@@ -106,25 +140,24 @@ def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Se
             "model.decoder.tie_embeddings: needs model.decoder.embedding_size == hidden_size "
             f"({dec.embedding_size} != {dec.hidden_size})"
         )
-    if dec.attention == "luong_dot" and dec.hidden_size != encoder.output_size:
+    if dec.attention == "luong_dot" and dec.hidden_size != encoder_size:
         raise RecipeError(
             f"model.decoder.attention: luong_dot needs decoder hidden_size ({dec.hidden_size}) equal "
-            f"to the encoder's output size ({encoder.output_size}); use luong_general or bahdanau"
+            f"to the encoder's output size ({encoder_size}); use luong_general or bahdanau"
         )
-    decoder = RNNDecoder(
-        tgt_vocab,
+    return RNNDecoder(
+        vocab_size,
         dec.embedding_size,
         dec.hidden_size,
         dec.layers,
         dec.cell,
         dec.dropout,
-        encoder.output_size,
+        encoder_size,
         dec.attention,
         dec.input_feeding,
         dec.conditioning == "every_step",
         dec.tie_embeddings,
     )
-    return Seq2Seq(encoder, decoder)
 
 
 def count_parameters(model: nn.Module) -> int:

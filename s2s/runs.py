@@ -20,7 +20,7 @@ from s2s.errors import RunError
 from s2s.pipelines import pipeline_for
 
 # what each command needs, to name it in the error when a run of another kind is given
-COMMANDS = {"translation": "s2s translate", "classification": "s2s classify"}
+COMMANDS = {"translation": "s2s translate", "classification": "s2s classify", "captioning": "s2s caption"}
 
 
 def require_run(run_dir: str | Path) -> Path:

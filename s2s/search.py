@@ -1,4 +1,5 @@
-"""Greedy and beam search over any model with ``encode`` / ``initial_state`` / ``step`` / ``reorder_state``.
+"""Greedy and beam search over any model with ``initial_state`` / ``step`` / ``reorder_state``, starting from the
+``Memory`` its ``encode`` made (of sentences or of images: search does not care).
 
 Both are batched over sentences (and, for beam search, over beams: rows are sentence-major, B × K), keep no state
 on the model, and force EOS at each sentence's maximum length. Hypotheses are ranked by the sum of token
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from s2s.modules.decoders import Memory
 from s2s.tokenizer import BOS, EOS, PAD
 
 
@@ -42,13 +44,10 @@ def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def greedy_search(
-    model, src: torch.Tensor, src_lengths: torch.Tensor, limit: torch.Tensor, attention: bool = False
-) -> list[Hypothesis]:
-    """The most probable next token at each step, for every sentence at once; ``limit`` [B] as max_lengths.
-    A sentence that has ended leaves the batch, so that it costs nothing more."""
-    batch, max_len, device = src.size(0), int(limit.max()), src.device
-    memory = model.encode(src, src_lengths)
+def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = False) -> list[Hypothesis]:
+    """The most probable next token at each step, for every input at once (``memory`` is the model's encoding
+    of the batch; ``limit`` [B] as max_lengths). An output that has ended leaves the batch: it costs nothing more."""
+    batch, max_len, device = memory.mask.size(0), int(limit.max()), memory.mask.device
     state = model.initial_state(memory)
     running = torch.arange(batch, device=device)  # the original position of each row still decoding
     limit = limit.to(device)
@@ -91,8 +90,7 @@ def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.T
 @torch.inference_mode()
 def beam_search(
     model,
-    src: torch.Tensor,
-    src_lengths: torch.Tensor,
+    memory: Memory,
     limit: torch.Tensor,
     beam_size: int,
     alpha: float = 0.0,
@@ -107,9 +105,9 @@ def beam_search(
     """
     if nbest > beam_size:
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
-    batch, k, device = src.size(0), beam_size, src.device
+    batch, k, device = memory.mask.size(0), beam_size, memory.mask.device
     rows = torch.arange(batch, device=device).repeat_interleave(k)  # [B·K] sentence of each row
-    memory = model.encode(src, src_lengths).select(rows)
+    memory = memory.select(rows)
     state = model.initial_state(memory)
     beams = BeamState.start(limit.to(device), k, memory.mask.size(1), attention)
     for t in range(int(limit.max())):

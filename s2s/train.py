@@ -184,8 +184,7 @@ class Trainer:
     ) -> str | None:
         """Train on ``batches`` (the rest of an epoch), validating on schedule; return why to stop, if so."""
         config, progress, train = self.config, session.progress, session.train
-        for indices in batches:
-            batch = train.batch(indices)
+        for batch in train.iterate(batches):
             loss, tokens = self.train_step(
                 session.model, session.optimizer, session.scaler, batch.to(self.device), progress
             )
@@ -359,8 +358,8 @@ def validation_loss(model: nn.Module, examples: Examples, batch_size: int, devic
     """Mean cross-entropy per prediction (target token, or text), without label smoothing: what perplexity reads."""
     model.eval()
     total, count = 0.0, 0
-    for indices in batch_indices(examples.lengths(), batch_size, by_tokens=False, rng=None):
-        batch = examples.batch(indices).to(device)
+    for batch in examples.iterate(batch_indices(examples.lengths(), batch_size, by_tokens=False, rng=None)):
+        batch = batch.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             _, loss = model(batch)
         total += float(loss) * batch.n_predictions

@@ -26,10 +26,6 @@ class FixedProbabilityModel:
     anything longer → EOS 1
     """
 
-    def encode(self, src, src_lengths):
-        rows = src.size(0)
-        return Memory(torch.zeros(rows, 1, 1), None, torch.ones(rows, 1, dtype=torch.bool), torch.zeros(rows, 1))
-
     def initial_state(self, memory):
         return torch.full((memory.states.size(0),), BOS)  # the token before the previous one
 
@@ -50,9 +46,11 @@ class FixedProbabilityModel:
         return state.index_select(0, order)
 
 
+ONE_INPUT = Memory(torch.zeros(1, 1, 1), None, torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1))
+
+
 def run_fake(beam_size, alpha, nbest):
-    src = torch.tensor([[7]])
-    return beam_search(FixedProbabilityModel(), src, torch.tensor([1]), torch.tensor([10]), beam_size, alpha, nbest)[0]
+    return beam_search(FixedProbabilityModel(), ONE_INPUT, torch.tensor([10]), beam_size, alpha, nbest)[0]
 
 
 def test_beam_search_finds_the_hand_computed_beams_and_scores():
@@ -71,15 +69,15 @@ def test_a_length_penalty_lets_the_longer_hypothesis_win():
 
 
 def test_greedy_takes_the_locally_best_token():
-    (hyp,) = greedy_search(FixedProbabilityModel(), torch.tensor([[7]]), torch.tensor([1]), torch.tensor([10]))
+    (hyp,) = greedy_search(FixedProbabilityModel(), ONE_INPUT, torch.tensor([10]))
     assert hyp.tokens == [A]
     assert hyp.score == pytest.approx(math.log(0.62 * 0.6))
 
 
 def test_the_length_limit_forces_eos():
-    (hyp,) = greedy_search(FixedProbabilityModel(), torch.tensor([[7]]), torch.tensor([1]), torch.tensor([1]))
+    (hyp,) = greedy_search(FixedProbabilityModel(), ONE_INPUT, torch.tensor([1]))
     assert hyp.tokens == []
-    [beam_hyp] = beam_search(FixedProbabilityModel(), torch.tensor([[7]]), torch.tensor([1]), torch.tensor([2]), 2)[0]
+    [beam_hyp] = beam_search(FixedProbabilityModel(), ONE_INPUT, torch.tensor([2]), 2)[0]
     assert len(beam_hyp.tokens) <= 1
 
 
@@ -95,8 +93,9 @@ def decode(model, sentences, beam_size=None, **options):
     batch = collate(sentences, None, list(range(len(sentences))))
     limit = max_lengths(batch.src_lengths, 1.5)
     if beam_size is None:
-        return greedy_search(model, batch.src, batch.src_lengths, limit, **options)
-    return [h[0] for h in beam_search(model, batch.src, batch.src_lengths, limit, beam_size, **options)]
+        return greedy_search(model, model.encode(batch.src, batch.src_lengths), limit, **options)
+    memory = model.encode(batch.src, batch.src_lengths)
+    return [h[0] for h in beam_search(model, memory, limit, beam_size, **options)]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -138,7 +137,8 @@ def test_attention_of_each_output_step_is_returned_in_source_order(beam_size):
 def test_nbest_is_sorted_best_first():
     model = small_model(seed=3)
     batch = collate(SOURCES, None, [0, 1, 2, 3])
-    results = beam_search(model, batch.src, batch.src_lengths, max_lengths(batch.src_lengths, 1.5), 4, nbest=4)
+    memory = model.encode(batch.src, batch.src_lengths)
+    results = beam_search(model, memory, max_lengths(batch.src_lengths, 1.5), 4, nbest=4)
     for options in results:
         scores = [h.normalized for h in options]
         assert scores == sorted(scores, reverse=True)

@@ -72,6 +72,40 @@ class LabelBatch:
         )
 
 
+@dataclass
+class ImageBatch:
+    """Images and one caption each: the same training contract as ``Batch`` (``src`` is the images)."""
+
+    src: torch.Tensor  # [B, 3, H, W] normalised images
+    tgt_in: torch.Tensor  # [B, T] BOS y1 … yn, padded
+    tgt_out: torch.Tensor  # [B, T] y1 … yn EOS, padded
+    indices: list[int]
+    src_lengths: None = None  # every image is whole: nothing to mask
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tgt_out.ne(PAD).sum())
+
+    n_predictions = n_tokens
+
+    def to(self, device: torch.device) -> ImageBatch:
+        return ImageBatch(
+            self.src.to(device, non_blocking=True),
+            self.tgt_in.to(device, non_blocking=True),
+            self.tgt_out.to(device, non_blocking=True),
+            self.indices,
+        )
+
+
+def collate_images(images: list[torch.Tensor], captions: list[list[int]], indices: list[int]) -> ImageBatch:
+    return ImageBatch(
+        src=torch.stack(images),
+        tgt_in=pad([[BOS, *c] for c in captions]),
+        tgt_out=pad([[*c, EOS] for c in captions]),
+        indices=indices,
+    )
+
+
 def collate_labelled(texts: list[list[int]], labels: list[int] | None, indices: list[int]) -> LabelBatch:
     """Padded ids and labels; ``labels`` may be None at inference."""
     return LabelBatch(

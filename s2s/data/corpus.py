@@ -79,13 +79,14 @@ def read_text_pair(src: Path, tgt: Path) -> list[Pair]:
 
 
 def read_columns(data: DataConfig, path: Path) -> list[Pair]:
-    from datasets import load_dataset  # slow to import; only these formats need it
+    from datasets import disable_progress_bars, load_dataset  # slow to import; only these formats need it
 
     builder, options = {
         "tsv": ("csv", {"delimiter": "\t", "quoting": 3}),  # 3 = csv.QUOTE_NONE: quotes are text in TSV
         "csv": ("csv", {}),
         "jsonl": ("json", {}),
     }[data.format]
+    disable_progress_bars()  # a second progress bar per file is noise beside the trainer's
     try:
         table = load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets wraps parser errors in many types

@@ -42,7 +42,7 @@ def load_labelled(data: LabelledTextData, split: str) -> LabelledTexts:
 
 
 def read_column_file(data: LabelledTextData, path: Path) -> LabelledTexts:
-    from datasets import load_dataset  # slow to import; only needed here
+    from datasets import disable_progress_bars, load_dataset  # slow to import; only needed here
 
     builder, options = {
         "tsv": ("csv", {"delimiter": "\t", "quoting": 3}),  # 3 = csv.QUOTE_NONE: quotes are text in TSV
@@ -51,6 +51,7 @@ def read_column_file(data: LabelledTextData, path: Path) -> LabelledTexts:
     }[data.format]
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    disable_progress_bars()  # a second progress bar per file is noise beside the trainer's
     try:
         table = load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets wraps parser errors in many types

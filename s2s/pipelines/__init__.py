@@ -1,4 +1,4 @@
-"""Pipelines: what differs between the problem shapes s2s trains (translation, classification), behind the
+"""Pipelines: what differs between the problem shapes s2s trains (translation, classification, captioning), behind the
 one interface the trainer and the run loader use.
 
 A pipeline reads its splits, prepares them (tokenizer, labels) in the run directory, builds its model, scores a
@@ -8,6 +8,7 @@ checkpoints, resume, progress) is shared.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -22,6 +23,7 @@ class Examples(Protocol):
     def __len__(self) -> int: ...
     def lengths(self) -> list[int]: ...  # what batching buckets by
     def batch(self, indices: list[int]): ...  # → a batch with .to(device), .n_tokens and .n_predictions
+    def iterate(self, batches: list[list[int]]) -> Iterator: ...  # the batches, made in order (maybe in workers)
 
 
 class Pipeline(Protocol):
@@ -36,7 +38,13 @@ class Pipeline(Protocol):
 
 
 def pipeline_for(recipe: Recipe) -> Pipeline:
+    from s2s.pipelines.captioning import CaptioningPipeline
     from s2s.pipelines.classification import ClassificationPipeline
     from s2s.pipelines.translation import TranslationPipeline
 
-    return {"translation": TranslationPipeline, "classification": ClassificationPipeline}[recipe.task](recipe)
+    pipelines = {
+        "translation": TranslationPipeline,
+        "classification": ClassificationPipeline,
+        "captioning": CaptioningPipeline,
+    }
+    return pipelines[recipe.task](recipe)

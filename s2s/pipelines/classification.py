@@ -4,6 +4,7 @@ accuracy, macro-F1 and the confusion matrix."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class LabelledIds:
     def batch(self, indices: list[int]) -> LabelBatch:
         return collate_labelled([self.ids[i] for i in indices], [self.labels[i] for i in indices], indices)
 
+    def iterate(self, batches: list[list[int]]) -> Iterator[LabelBatch]:
+        return map(self.batch, batches)
+
 
 def label_set(labels: list[str]) -> list[str]:
     """The labels in a stable order: numerically when all are integers (0, 1, 2 …, not 0, 1, 10), else sorted."""
@@ -67,6 +71,10 @@ class ClassificationPipeline:
         for name, rows in zip(("train", "valid"), splits, strict=True):
             if not rows.texts:
                 raise DataError(f"data.{name}: the {name} split is empty")
+        labels = label_set(splits[0].labels)
+        if len(labels) < 2:
+            raise DataError(f"data.train: needs at least two labels to classify (found {', '.join(labels)})")
+        label_ids(splits[1], labels)  # a valid label the model cannot know fails now, before any work
         return splits
 
     def prepare(self, run_dir: Path, events, reuse: bool, splits) -> tuple[LabelledIds, LabelledIds]:
@@ -77,8 +85,6 @@ class ClassificationPipeline:
             self.load_assets(run_dir)
         else:
             self.labels = label_set(train_rows.labels)
-            if len(self.labels) < 2:
-                raise DataError(f"data.train: needs at least two labels to classify (found {self.labels})")
             self.tokenizer = train_text_tokenizer(self.recipe.tokenizer, train_rows.texts, run_dir / "tokenizer")
             text = json.dumps(self.labels, ensure_ascii=False)
             atomic_write(run_dir / LABELS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -116,8 +122,9 @@ class ClassificationPipeline:
         predicted = self.predictor(model, device, dtype).probabilities(valid.ids).argmax(-1).tolist()
         return classification_scores(valid.labels, predicted, self.labels)
 
-    def score_rows(self, classifier: TextClassifier, rows: LabelledTexts) -> dict:
-        """Scores of a trained classifier on labelled rows (a split or a user's file)."""
-        gold = label_ids(rows, self.labels)
-        predicted = classifier.probabilities(classifier.encode(rows.texts)).argmax(-1).tolist()
-        return classification_scores(gold, predicted, self.labels)
+
+def score_rows(classifier: TextClassifier, rows: LabelledTexts) -> dict:
+    """Scores of a trained classifier on labelled rows (a split or a user's file)."""
+    gold = label_ids(rows, classifier.labels)
+    predicted = classifier.probabilities(classifier.encode(rows.texts)).argmax(-1).tolist()
+    return classification_scores(gold, predicted, classifier.labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class Corpus:
 
     def batch(self, indices: list[int]) -> Batch:
         return collate([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+
+    def iterate(self, batches: list[list[int]]) -> Iterator[Batch]:
+        return map(self.batch, batches)
 
     def subset(self, rows: list[int]) -> Corpus:
         return Corpus(*([column[i] for i in rows] for column in (self.src, self.tgt, self.src_text, self.tgt_text)))

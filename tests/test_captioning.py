@@ -1,0 +1,261 @@
+"""Captioning: image–caption layouts, unreadable images, multi-reference BLEU, the shared decoder and search,
+and ``s2s caption`` / ``s2s evaluate`` on a tiny shapes run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+import torch
+from conftest import write_recipe
+from PIL import Image
+from test_cli import s2s
+
+from s2s.config import CaptionModelConfig, DecoderConfig, ImageCaptionData, ImageEncoderConfig, load_recipe
+from s2s.data.images import BadImage, ImageCaptions, image_tensor, load_captioned, open_image
+from s2s.data.shapes import shapes_split
+from s2s.errors import DataError, RecipeError
+from s2s.metrics import caption_scores
+from s2s.models import Seq2Seq, build_captioner
+from s2s.modules.decoders import RNNDecoder
+from s2s.pipelines.captioning import readable
+from s2s.search import beam_search, greedy_search
+from s2s.train import Events, Trainer
+
+SHAPES_RUN = {
+    "task": "captioning",
+    "name": "tiny-shapes",
+    "data": {
+        "format": "generated",
+        "generator": {"train_size": 200, "valid_size": 16, "test_size": 16, "image_size": 32, "seed": 2},
+        "image_size": 32,
+        "workers": 0,
+    },
+    "tokenizer": {"vocab_size": 30},
+    "model": {
+        "encoder": {"channels": [8, 16], "output_size": 16, "dropout": 0.0},
+        "decoder": {"embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
+    },
+    "train": {"batch_size": 16, "max_steps": 12, "validate_every": 6, "log_every": 6, "threads": 1},
+    "eval": {"max_length": 10, "batch_size": 8},
+}
+
+
+def save_image(path, colour=(200, 30, 30), size=(40, 30)):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("shapes")
+    torch.manual_seed(0)
+    Trainer(load_recipe(write_recipe(directory / "r.yaml", SHAPES_RUN)), directory / "run").run()
+    return directory / "run"
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def test_flickr8k_layout_groups_every_caption_of_an_image(tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        save_image(tmp_path / name)
+    lines = ["a.jpg#0\tA dog .", "a.jpg#1\tA brown dog", "b.jpg#0\tTwo cats", "c.jpg#0\tA bird"]
+    captions = tmp_path / "captions.token.txt.gz"
+    captions.write_bytes(gzip.compress("\n".join(lines).encode()))
+    (tmp_path / "train.txt").write_text("a.jpg\nb.jpg\n")
+    data = ImageCaptionData(
+        image_dir=str(tmp_path), captions=str(captions), train={"images": str(tmp_path / "train.txt")}
+    )
+    split = load_captioned(data, "train")
+    assert split.images == [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    assert split.captions == [["A dog .", "A brown dog"], ["Two cats"]]
+
+
+def test_flickr8k_layout_names_a_listed_image_without_captions(tmp_path):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a.jpg#0\tA dog\n")
+    (tmp_path / "train.txt").write_text("a.jpg\nmissing.jpg\n")
+    data = ImageCaptionData(
+        image_dir=str(tmp_path), captions=str(captions), train={"images": str(tmp_path / "train.txt")}
+    )
+    with pytest.raises(DataError, match=f"^{tmp_path / 'train.txt'}:2: missing.jpg has no caption in {captions}$"):
+        load_captioned(data, "train")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_column_layouts_have_one_row_per_caption_and_paths_relative_to_the_table(tmp_path, fmt):
+    rows = [("x.png", "a red thing"), ("y.png", "a blue thing"), ("x.png", "something red")]
+    path = tmp_path / f"train.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
+    else:
+        path.write_text("image,caption\n" + "".join(f"{i},{c}\n" for i, c in rows))
+    split = load_captioned(ImageCaptionData(format=fmt, train={"path": str(path)}), "train")
+    assert split.images == [tmp_path / "x.png", tmp_path / "y.png"]
+    assert split.captions == [["a red thing", "something red"], ["a blue thing"]]
+
+
+def test_the_shapes_set_is_reproducible_and_each_picture_has_both_points_of_view():
+    first, again = shapes_split(5, 32, seed=7), shapes_split(5, 32, seed=7)
+    assert [c for _, c in first] == [c for _, c in again]
+    assert all(
+        torch.equal(image_tensor(a, 32), image_tensor(b, 32)) for (a, _), (b, _) in zip(first, again, strict=True)
+    )
+    inverse = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+    for _, (one, other) in first:
+        for relation, opposite in inverse.items():
+            if f" {relation} " in one:
+                subject, obj = one.split(f" {relation} ")
+                assert other == f"{obj} {opposite} {subject}"
+
+
+# ---------------------------------------------------------------- unreadable images
+
+
+def test_unreadable_images_are_named_with_what_is_wrong(tmp_path):
+    good = save_image(tmp_path / "good.jpg")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:300])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    assert open_image(good).size == (40, 30)
+    with pytest.raises(BadImage, match=f"^{truncated}: unreadable image"):
+        open_image(truncated)
+    with pytest.raises(BadImage, match=f"^{text}: not an image file$"):
+        open_image(text)
+    with pytest.raises(BadImage, match=f"^{tmp_path / 'gone.jpg'}: file not found$"):
+        open_image(tmp_path / "gone.jpg")
+
+
+class Messages(Events):
+    def __init__(self):
+        self.texts = []
+
+    def message(self, text):
+        self.texts.append(text)
+
+
+def test_training_skips_unreadable_images_and_counts_them_or_fails_when_told(tmp_path):
+    good = save_image(tmp_path / "good.jpg")
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("oops")
+    split = ImageCaptions([good, bad, good], [["a"], ["b"], ["c"]])
+    events = Messages()
+    kept = readable(split, "skip", "train", events)
+    assert kept.captions == [["a"], ["c"]]
+    assert events.texts == [f"train: skipped 1 unreadable images, e.g. {bad}: not an image file"]
+    with pytest.raises(DataError, match=f"^{bad}: not an image file \\(data.bad_images: fail"):
+        readable(split, "fail", "train", events)
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_bleu_counts_every_reference_of_an_image():
+    references = [["a red circle above a blue square", "a blue square below a red circle"], ["two dogs play in snow"]]
+    perfect = caption_scores(["a blue square below a red circle", "two dogs play in snow"], references)
+    assert perfect["bleu4"] == 100.0 and perfect["bleu1"] == 100.0 and perfect["n_images"] == 2
+    assert "nrefs:var" in perfect["signature"]
+    wrong = caption_scores(["a green triangle left of a yellow circle", "a cat"], references)
+    assert wrong["bleu4"] < 20 and wrong["bleu1"] < perfect["bleu1"]
+
+
+# ---------------------------------------------------------------- the model shares decoder and search
+
+
+def tiny_captioner() -> Seq2Seq:
+    torch.manual_seed(0)
+    config = CaptionModelConfig(
+        encoder=ImageEncoderConfig(channels=[8, 16], output_size=16, dropout=0.0),
+        decoder=DecoderConfig(embedding_size=8, hidden_size=16, dropout=0.0),
+    )
+    return build_captioner(config, vocab_size=20, image_size=32).eval()
+
+
+def test_the_captioner_is_the_translation_model_class_with_a_cnn_encoder():
+    model = tiny_captioner()
+    assert type(model) is Seq2Seq and type(model.decoder) is RNNDecoder
+    memory = model.encode(torch.randn(3, 3, 32, 32))
+    assert memory.states.shape == (3, 4 * 4, 16) and bool(memory.mask.all())  # a 4×4 grid: 32 / 2 / 2 / 2 / ...
+
+
+def test_beam_search_gives_each_image_the_same_caption_in_a_batch_as_alone_and_beam_1_is_greedy():
+    model = tiny_captioner()
+    images, limit = torch.randn(3, 3, 32, 32), torch.full((3,), 8)
+    together = beam_search(model, model.encode(images), limit, beam_size=3)
+    for row in range(3):
+        alone = beam_search(model, model.encode(images[row : row + 1]), limit[:1], beam_size=3)
+        assert alone[0][0].tokens == together[row][0].tokens
+        assert alone[0][0].score == pytest.approx(together[row][0].score, abs=1e-4)
+    greedy = greedy_search(model, model.encode(images), limit)
+    beam_1 = beam_search(model, model.encode(images), limit, beam_size=1)
+    assert [h.tokens for h in greedy] == [b[0].tokens for b in beam_1]
+
+
+def test_a_torchvision_backbone_without_torchvision_names_the_extra_to_install():
+    pytest.importorskip("torch")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("torchvision is installed here")
+    config = CaptionModelConfig(encoder=ImageEncoderConfig(backbone="torchvision/resnet18"))
+    with pytest.raises(
+        RecipeError, match="torchvision/resnet18 needs torchvision; install it with pip install 's2s\\[vision\\]'"
+    ):
+        build_captioner(config, vocab_size=20, image_size=64)
+
+
+# ---------------------------------------------------------------- commands on a trained run
+
+
+def test_caption_prints_one_line_per_good_image_and_one_error_per_bad_file(shapes_run, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for k, (picture, _) in enumerate(shapes_split(2, 32, seed=5)):
+        picture.save(folder / f"good{k}.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "readme.txt").write_text("a text file named on the command line")
+    result = s2s("caption", "--model", shapes_run, folder, folder / "readme.txt")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(folder / "good0.png"), str(folder / "good1.png")]
+    assert all(line.split("\t")[1].strip() for line in lines)
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and "Traceback" not in result.stderr
+    assert errors[0].startswith(f"s2s: error: {folder / 'corrupt.jpg'}: ")
+    assert errors[1] == f"s2s: error: {folder / 'readme.txt'}: not an image file"
+
+
+def test_caption_json_and_nbest(shapes_run, tmp_path):
+    picture, _ = shapes_split(1, 32, seed=9)[0]
+    picture.save(tmp_path / "one.png")
+    result = s2s("caption", "--model", shapes_run, tmp_path / "one.png", "--beam", "3", "--nbest", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["image"] == str(tmp_path / "one.png") and len(record["captions"]) == 2
+    assert record["captions"][0]["score"] >= record["captions"][1]["score"]
+
+
+def test_evaluate_scores_a_split_and_a_users_folder_with_captions(shapes_run, tmp_path):
+    on_split = json.loads(s2s("evaluate", shapes_run, "--split", "test", "--json").stdout)
+    assert {"bleu1", "bleu2", "bleu3", "bleu4", "signature", "n_images", "seconds"} <= on_split.keys()
+    assert on_split["n_images"] == 16
+    pictures = shapes_split(3, 32, seed=11)
+    lines = []
+    for k, (picture, captions) in enumerate(pictures):
+        picture.save(tmp_path / f"p{k}.png")
+        lines += [f"p{k}.png#{n}\t{caption}" for n, caption in enumerate(captions)]
+    (tmp_path / "captions.txt").write_text("\n".join(lines) + "\n")
+    mine = s2s("evaluate", shapes_run, "--images", tmp_path, "--captions", tmp_path / "captions.txt", "--json")
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout)["n_images"] == 3
+
+
+def test_the_shipped_captioning_recipes_load():
+    for name in ("captioning-shapes", "captioning"):
+        recipe = load_recipe(f"recipes/{name}.yaml", check_files=False)
+        assert recipe.task == "captioning" and recipe.train.keep_best_by == "bleu4"

@@ -1,0 +1,189 @@
+"""Classification (sentiment): pooling, labels, scores, and ``s2s classify`` / ``s2s evaluate`` on a toy run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import toy_sentiment_recipe, write_recipe, write_tsv
+from test_cli import assert_user_error, s2s
+
+from s2s.config import ClassifierModelConfig, EncoderConfig, HeadConfig, LabelledTextData, load_recipe
+from s2s.data.batching import collate_labelled
+from s2s.data.labelled import load_labelled
+from s2s.errors import DataError
+from s2s.metrics import classification_scores
+from s2s.models import build_classifier
+from s2s.pipelines.classification import label_set
+from s2s.runs import load_run
+
+# ---------------------------------------------------------------- the model
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_every_pooling_gives_each_text_the_same_label_scores_in_a_padded_batch_as_alone(pooling, cell):
+    torch.manual_seed(0)
+    config = ClassifierModelConfig(
+        encoder=EncoderConfig(cell=cell, embedding_size=8, hidden_size=8, dropout=0.0),
+        head=HeadConfig(pooling=pooling, hidden_size=6, dropout=0.0),
+    )
+    model = build_classifier(config, vocab_size=30, n_labels=3).eval()
+    texts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    batch = collate_labelled(texts, None, [0, 1, 2])
+    together, weights = model.classify(batch.src, batch.src_lengths)
+    assert together.shape == (3, 3)
+    for row, text in enumerate(texts):
+        alone, _ = model.classify(torch.tensor([text]), torch.tensor([len(text)]))
+        torch.testing.assert_close(together[row], alone[0], rtol=1e-5, atol=1e-6)
+    if pooling == "attention":
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3))
+        assert weights[1, 2:].eq(0).all() and weights[2, 3:].eq(0).all()  # nothing on padding
+    else:
+        assert weights is None
+
+
+# ---------------------------------------------------------------- labels and scores
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["1", "0", "10", "2", "1"], ["0", "1", "2", "10"]),  # integers in numeric order
+        (["pos", "neg", "neutral"], ["neg", "neutral", "pos"]),
+    ],
+)
+def test_the_label_set_is_ordered_stably(labels, expected):
+    assert label_set(labels) == expected
+
+
+def test_scores_count_a_hand_made_confusion_matrix():
+    gold, predicted = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
+    scores = classification_scores(gold, predicted, ["a", "b", "c"])
+    assert scores["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert scores["accuracy"] == round(100 * 4 / 6, 2)
+    f1 = [2 * 2 / (2 + 3), 2 * 1 / (2 + 2), 2 * 1 / (2 + 1)]  # 2·TP / (predicted + gold) per label
+    assert scores["macro_f1"] == round(100 * sum(f1) / 3, 2)
+
+
+def test_labels_are_read_with_their_file_and_line_and_a_missing_one_is_named(tmp_path):
+    good = write_tsv(tmp_path / "good.tsv", [("nice one", "pos"), ("dull", "neg")])
+    data = LabelledTextData(train={"path": str(good)}, valid={"path": str(good)})
+    rows = load_labelled(data, "train")
+    assert rows.labels == ["pos", "neg"] and rows.places == [f"{good}:2", f"{good}:3"]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("text\tlabel\nnice one\tpos\nno label here\t\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{bad}:3: no label in column 'label'$"):
+        load_labelled(LabelledTextData(train={"path": str(bad)}), "train")
+
+
+def test_holdout_splits_the_training_file_the_same_way_every_time_and_never_overlaps(tmp_path):
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(50)]
+    path = write_tsv(tmp_path / "all.tsv", rows)
+    data = LabelledTextData(train={"path": str(path)}, holdout=10, holdout_seed=4)
+    train, valid = load_labelled(data, "train"), load_labelled(data, "valid")
+    assert len(valid.texts) == 10 and len(train.texts) == 40
+    assert sorted(train.texts + valid.texts) == sorted(text for text, _ in rows)
+    assert load_labelled(data, "valid").texts == valid.texts
+
+
+def test_a_valid_label_the_training_data_never_had_is_an_error_naming_its_line(tmp_path):
+    tree = toy_sentiment_recipe(tmp_path)
+    valid = write_tsv(tmp_path / "valid.tsv", [("good film", "pos"), ("so so", "meh")])
+    tree["data"]["valid"] = {"path": str(valid)}
+    result = s2s("train", write_recipe(tmp_path / "r.yaml", tree), "--run-dir", tmp_path / "run")
+    assert_user_error(result, 1, f"{valid}:3: label 'meh' is not one of the model's labels (neg, pos)")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- a trained run
+
+
+def test_training_learns_the_toy_task_and_keeps_the_labels_with_the_model(trained_classifier):
+    assert json.loads((trained_classifier / "labels.json").read_text()) == ["neg", "pos"]
+    _, classifier = load_run(trained_classifier, task="classification")
+    predictions = classifier.classify(["the film was great", "a dull story", "good"])
+    assert [p.label for p in predictions] == ["pos", "neg", "pos"]
+    for p in predictions:
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.probability == max(p.probabilities.values()) > 0.5
+
+
+def test_evaluate_prints_accuracy_f1_and_the_confusion_matrix(trained_classifier):
+    result = s2s("evaluate", trained_classifier, "--split", "test")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("accuracy") and lines[1].startswith("macro-F1")
+    assert lines[2].split()[-2:] == ["neg", "pos"] and lines[3].split()[0] == "neg" and lines[4].split()[0] == "pos"
+    counts = [int(n.replace(",", "")) for line in lines[3:5] for n in line.split()[1:]]
+    assert sum(counts) == 100
+
+
+def test_evaluate_json_on_a_split_and_on_a_users_file(trained_classifier, tmp_path):
+    on_split = json.loads(s2s("evaluate", trained_classifier, "--split", "valid", "--json").stdout)
+    assert {"accuracy", "macro_f1", "n_examples", "seconds", "confusion", "labels"} <= on_split.keys()
+    assert on_split["n_examples"] == 100 and on_split["accuracy"] >= 90
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(
+        "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in [("great", "pos"), ("awful plot", "neg")])
+    )
+    on_file = json.loads(s2s("evaluate", trained_classifier, "--data", mine, "--json").stdout)
+    assert on_file["n_examples"] == 2 and on_file["accuracy"] == 100.0
+
+
+def test_evaluate_names_a_line_whose_label_the_model_does_not_know(trained_classifier, tmp_path):
+    mine = write_tsv(tmp_path / "mine.tsv", [("great", "pos"), ("meh", "neutral")])
+    assert_user_error(
+        s2s("evaluate", trained_classifier, "--data", mine),
+        1,
+        f"{mine}:3: label 'neutral' is not one of the model's labels (neg, pos)",
+    )
+
+
+def test_classify_texts_given_as_arguments(trained_classifier):
+    result = s2s("classify", "--model", trained_classifier, "a great film", "awful")
+    assert result.returncode == 0, result.stderr
+    labels = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert labels == ["pos", "neg"]
+    assert all(0.5 < float(line.split("\t")[1]) <= 1 for line in result.stdout.splitlines())
+
+
+def test_classify_is_a_filter_on_a_pipe_with_one_json_object_per_line(trained_classifier):
+    import subprocess
+
+    from test_cli import ENV, S2S
+
+    result = subprocess.run(
+        [*S2S, "classify", "--model", str(trained_classifier), "--json"],
+        input="the film was lovely\n\nso poor\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    first, blank, last = (json.loads(lines[0]), lines[1], json.loads(lines[2]))
+    assert blank == ""  # a blank line in, a blank line out: answers stay aligned with their lines
+    assert (first["text"], first["label"], last["label"]) == ("the film was lovely", "pos", "neg")
+    assert set(first["probabilities"]) == {"neg", "pos"}
+
+
+def test_a_run_of_the_wrong_kind_is_refused_with_the_command_that_fits_it(trained_classifier, trained_run):
+    assert_user_error(
+        s2s("translate", "--model", trained_classifier),
+        2,
+        f"{trained_classifier}: is a classification run, not a translation run; use s2s classify",
+    )
+    assert_user_error(
+        s2s("classify", "--model", trained_run, "hello"),
+        2,
+        f"{trained_run}: is a translation run, not a classification run; use s2s translate",
+    )
+
+
+def test_the_shipped_sentiment_recipes_load():
+    for name in ("sentiment", "sentiment-imdb"):
+        recipe = load_recipe(f"recipes/{name}.yaml", check_files=False)
+        assert recipe.task == "classification" and recipe.train.keep_best_by == "accuracy"
