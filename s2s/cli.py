@@ -73,8 +73,13 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run in the run directory instead of refusing.")
     ] = False,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Train in N processes with DDP (gloo on CPU, NCCL on GPUs), through torchrun.")
+    ] = 1,
 ) -> None:
     """Train a model from a recipe; checkpoints, tokenizer, log and the resolved recipe go to the run directory."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        relaunch_with_torchrun(nproc)
     from s2s.config import load_recipe
     from s2s.console import RichEvents
     from s2s.train import Trainer
@@ -90,6 +95,20 @@ def train(
     summary = Trainer(config, target, RichEvents(), resume=resume is not None).run()
     if summary["stop"] in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if summary["stop"] == "SIGINT" else 143)
+
+
+def relaunch_with_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun --nproc_per_node=N -m s2s train …`` with the same arguments."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "s2s", *args]
+    os.execv(sys.executable, command)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from torch import nn
 from s2s.checkpoint import keep_newest, load_state, load_weights, save_state, save_weights, step_checkpoint
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.data.batching import batch_indices
+from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
 from s2s.models import count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for
@@ -103,6 +104,7 @@ class Session:
     progress: Progress
     window: Window = field(default_factory=Window)
     validation_seconds: float = 0.0
+    trained: nn.Module | None = None  # what the step runs: the model, or its DDP wrapper across processes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,12 +124,22 @@ class Trainer:
         self.recipe, self.config = recipe, recipe.train
         self.pipeline: Pipeline = pipeline_for(recipe)
         self.run_dir, self.events, self.resume = Path(run_dir), events or Events(), resume
-        self.device = resolve_device(self.config.device)
+        self.processes = Processes.from_env()
+        if not self.processes.main:
+            self.events = Events()  # one process speaks for all
+        self.device = self.processes.device(resolve_device(self.config.device))
         self.dtype = autocast_dtype(self.config.precision, self.device)
 
     def run(self) -> dict:
         """Train until a budget, early stopping or a signal ends the run; return a summary."""
         started = time.monotonic()
+        self.processes.start(self.device)
+        try:
+            return self.train_to_the_end(started)
+        finally:
+            self.processes.end()
+
+    def train_to_the_end(self, started: float) -> dict:
         session = self.start()
         lengths, stop = session.train.lengths(), None
         with StopSignals() as signals:
@@ -154,18 +166,27 @@ class Trainer:
         config = self.config
         self.check_run_dir()
         splits = self.pipeline.read_splits()  # before anything is written: bad data leaves no run directory
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
+        main = self.processes.main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_recipe(self.recipe, self.run_dir / "recipe.yaml")
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        train, valid = self.pipeline.prepare(self.run_dir, self.events, self.resume, splits)
+        if main:  # the tokenizer is trained once; the other processes read it
+            train, valid = self.pipeline.prepare(self.run_dir, self.events, self.resume, splits)
+        self.processes.barrier()
+        if not main:
+            train, valid = self.pipeline.prepare(self.run_dir, self.events, True, splits)
         model = self.pipeline.build_model().to(self.device)
+        if self.processes.world > 1:
+            torch.manual_seed(config.seed + self.processes.rank)  # the same start, different dropout
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         session = Session(model, optimizer, scaler, train, valid, Progress())
         if self.resume:
             self.restore(session)
+        session.trained = self.processes.wrap(model, self.device)
         self.events.start(
             {
                 "parameters": count_parameters(model),
@@ -183,10 +204,11 @@ class Trainer:
         self, session: Session, batches: list[list[int]], signals: StopSignals, started: float
     ) -> str | None:
         """Train on ``batches`` (the rest of an epoch), validating on schedule; return why to stop, if so."""
-        config, progress, train = self.config, session.progress, session.train
-        for batch in train.iterate(batches):
+        config, progress, train, processes = self.config, session.progress, session.train, self.processes
+        shares = [processes.share(batch) for batch in batches]
+        for (_, counts), batch in zip(shares, train.iterate([mine for mine, _ in shares]), strict=True):
             loss, tokens = self.train_step(
-                session.model, session.optimizer, session.scaler, batch.to(self.device), progress
+                session.trained, session.optimizer, session.scaler, batch.to(self.device), progress, counts
             )
             progress.step += 1
             progress.batch_in_epoch += 1
@@ -194,9 +216,11 @@ class Trainer:
                 session.window.add(loss, tokens)
             if progress.step % config.log_every == 0:
                 self.log_window(session)
-            if signals.received:
-                return signals.received
+            if processes.any(signals.received is not None, self.device):
+                return signals.received or "stopped by another process"
             stop = self.budget_spent(progress, started, session.validation_seconds)
+            if processes.any(stop is not None, self.device):  # the main process's clock decides for all
+                stop = stop or "max_time"
             if progress.step % config.validate_every == 0 or stop:
                 stopped_early = self.validate_and_save(session)  # a budget's last step is validated too
                 stop = stop or stopped_early
@@ -211,8 +235,11 @@ class Trainer:
     def validate_and_save(self, session: Session) -> str | None:
         """Validate, checkpoint, and return 'patience' when early stopping ends the run."""
         tick = time.monotonic()
-        patience_out = self.validate(session)
-        self.save(session)
+        patience_out = False
+        if self.processes.main:
+            patience_out = self.validate(session)
+            self.save(session)
+        patience_out = self.processes.any(patience_out, self.device)
         session.validation_seconds = time.monotonic() - tick
         session.window.since += session.validation_seconds  # validation time is not training speed
         return "patience" if patience_out else None
@@ -233,8 +260,11 @@ class Trainer:
         elif (self.run_dir / "last.state.pt").is_file():
             raise RunError(f"{self.run_dir}: already holds a run; use --resume to continue it or another --run-dir")
 
-    def train_step(self, model: nn.Module, optimizer, scaler, batch, progress: Progress) -> tuple[float, int]:
-        """One update; returns the loss and the tokens trained on (0 when a non-finite loss skipped the update)."""
+    def train_step(
+        self, model: nn.Module, optimizer, scaler, batch, progress: Progress, counts: bool = True
+    ) -> tuple[float, int]:
+        """One update; returns the loss and the tokens trained on, in all processes (0 when a non-finite loss
+        skipped the update). ``counts`` False: this process's share of the batch is a stand-in of weight zero."""
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
@@ -242,16 +272,23 @@ class Trainer:
         with autocast:
             _, loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        mine = batch.n_predictions if counts else 0
+        everyone, tokens, nonfinite = self.processes.sum(
+            [mine, batch.n_tokens if counts else 0, float(not torch.isfinite(loss))], self.device
+        )
+        if nonfinite:  # on any process: every process skips, or DDP would wait for the missing gradients
             self.skip_nonfinite(progress)
             return 0.0, 0
         progress.nonfinite_in_row = 0
+        reported = loss.detach()
+        if self.processes.world > 1:  # DDP averages over processes; the mean must be over the whole batch
+            loss = loss * (mine * self.processes.world / max(1.0, everyone))
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
         scaler.step(optimizer)  # with fp16, the scaler skips steps whose gradients overflowed
         scaler.update()
-        return float(loss.detach()), batch.n_tokens
+        return float(reported), int(tokens)
 
     def skip_nonfinite(self, progress: Progress) -> None:
         progress.skipped_steps += 1
@@ -311,6 +348,8 @@ class Trainer:
         return bool(config.patience and progress.bad_validations >= config.patience)
 
     def save(self, session: Session) -> None:
+        if not self.processes.main:
+            return
         save_weights(session.model, self.run_dir / "last.safetensors")
         save_weights(session.model, step_checkpoint(self.run_dir, session.progress.step))
         keep_newest(self.run_dir, self.config.keep_last)
@@ -332,6 +371,8 @@ class Trainer:
         session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
 
     def log(self, record: dict) -> None:
+        if not self.processes.main:
+            return
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

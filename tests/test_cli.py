@@ -93,7 +93,7 @@ def split_pairs(run) -> list[tuple[str, str]]:
 
 
 def test_the_app_has_its_commands():
-    assert COMMANDS == ["average", "evaluate", "train", "translate"]
+    assert COMMANDS == ["average", "caption", "classify", "evaluate", "train", "translate"]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)
@@ -313,7 +313,11 @@ def test_a_directory_that_is_not_a_usable_run_is_a_usage_error_naming_it(command
 
 
 USAGE_ERRORS = [
-    pytest.param(["evaluate", "{run}"], "give either --split or --src with --ref", id="evaluate-neither-split-nor-src"),
+    pytest.param(
+        ["evaluate", "{run}"],
+        "give one of --split, --src with --ref, --data, or --images with --captions",
+        id="evaluate-neither-split-nor-src",
+    ),
     pytest.param(
         ["evaluate", "{run}", "--src", "{file}"], "--src and --ref go together", id="evaluate-src-without-ref"
     ),

@@ -94,7 +94,7 @@ def test_non_finite_losses_skip_the_update_and_too_many_in_a_row_stop_the_run(tm
     model, progress = DivergedModel(), Progress()
     optimizer = make_optimizer(model, recipe.train)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    batch = type("B", (), {"n_tokens": 5, "to": lambda self, device: self})()
+    batch = type("B", (), {"n_tokens": 5, "n_predictions": 5, "to": lambda self, device: self})()
     for _ in range(2):
         assert trainer.train_step(model, optimizer, scaler, batch, progress) == (0.0, 0)
     assert torch.equal(model.weight.detach(), torch.ones(3))  # no update was made
