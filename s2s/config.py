@@ -136,6 +136,7 @@ class EncoderConfig(Section):
     layers: int = Field(1, gt=0)
     bidirectional: bool = True
     dropout: float = Field(0.2, ge=0, lt=1)
+    word_dropout: float = Field(0.0, ge=0, lt=1)  # training: replace this share of input tokens by unk
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
 
 

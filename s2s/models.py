@@ -86,6 +86,7 @@ def build_encoder(enc: EncoderConfig, vocab_size: int) -> RNNEncoder:
         enc.bidirectional,
         enc.dropout,
         enc.reverse_source,
+        enc.word_dropout,
     )
 
 

@@ -158,3 +158,19 @@ def test_training_loss_is_label_smoothed_cross_entropy_per_target_token():
     mask = batch.tgt_out.ne(0)
     expected = torch.nn.functional.cross_entropy(logits[mask], batch.tgt_out[mask])
     torch.testing.assert_close(loss, expected)
+
+
+def test_word_dropout_hides_words_only_in_training_and_never_touches_padding():
+    from s2s.models import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig(embedding_size=4, hidden_size=4, dropout=0.0, word_dropout=0.5), 20)
+    seen = []
+    encoder.embed.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+    batch = collate([[5, 6, 7, 8, 9, 10], [11, 12]], None, [0, 1])
+    encoder.train()(batch.src, batch.src_lengths)
+    hidden = seen[-1]
+    assert hidden[batch.src.eq(0)].eq(0).all()  # padding stays padding
+    assert 0 < int(hidden.eq(1).sum()) < 8  # some of the 8 words became unk, not all
+    encoder.eval()(batch.src, batch.src_lengths)
+    assert torch.equal(seen[-1], batch.src)

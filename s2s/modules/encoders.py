@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from s2s.tokenizer import PAD
+from s2s.tokenizer import PAD, UNK
 
 RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -34,8 +34,10 @@ class RNNEncoder(nn.Module):
         bidirectional: bool,
         dropout: float,
         reverse_source: bool,
+        word_dropout: float = 0.0,
     ):
         super().__init__()
+        self.word_dropout = word_dropout
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
         directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList(
@@ -55,6 +57,9 @@ class RNNEncoder(nn.Module):
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """src [B, S] ids, lengths [B] → EncoderOutput."""
         lengths = lengths.to(src.device)
+        if self.training and self.word_dropout:  # whole words go missing: the model cannot lean on any one
+            dropped = torch.rand(src.shape, device=src.device) < self.word_dropout
+            src = src.masked_fill(dropped & src.ne(PAD), UNK)
         if self.reverse_source:
             src = reverse_padded(src, lengths)
         states = self.dropout(self.embed(src))  # [B, S, E]
