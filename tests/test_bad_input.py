@@ -37,6 +37,18 @@ def text_recipe(tmp: Path, train_src: bytes, train_tgt: bytes) -> Path:
     return path
 
 
+def labelled_recipe(tmp: Path, train_tsv: str) -> Path:
+    """A classification recipe whose training file has the given text (its valid file is fine)."""
+    (tmp / "train.tsv").write_text(train_tsv)
+    (tmp / "valid.tsv").write_text("text\tlabel\ngood\t1\nbad\t0\n")
+    tree = {
+        "task": "classification",
+        "data": {"train": {"path": str(tmp / "train.tsv")}, "valid": {"path": str(tmp / "valid.tsv")}},
+        "train": {"threads": 1},
+    }
+    return recipe_with(tmp, yaml.safe_dump(tree))
+
+
 def recipe_with(tmp: Path, text: str) -> Path:
     path = tmp / "r.yaml"
     path.write_text(text)
@@ -146,6 +158,50 @@ CASES = {
         1,
         "a-file",
         None,
+    ),
+    "caption: a translation run": (
+        lambda tmp, run: ["caption", "--model", str(run), str(blocker(tmp))],
+        2,
+        "is a translation run, not a captioning run; use s2s translate",
+        None,
+    ),
+    "classify: a translation run": (
+        lambda tmp, run: ["classify", "--model", str(run), "a fine film"],
+        2,
+        "is a translation run, not a classification run; use s2s translate",
+        None,
+    ),
+    "classify: --model is not a run": (
+        lambda tmp, run: ["classify", "--model", str(tmp), "a fine film"],
+        2,
+        "not an s2s run (no recipe.yaml)",
+        None,
+    ),
+    "train: a classification row without a label": (
+        lambda tmp, run: [
+            "train",
+            str(labelled_recipe(tmp, "text\tlabel\ngood\t1\nbad\t\n")),
+            "--run-dir",
+            str(tmp / "new"),
+        ],
+        1,
+        "train.tsv:3: no label in column 'label'",
+        "new",
+    ),
+    "train: a captioning recipe whose image folder is missing": (
+        lambda tmp, run: [
+            "train",
+            str(
+                recipe_with(
+                    tmp, yaml.safe_dump({"task": "captioning", "data": {"format": "flickr8k", "image_dir": "nowhere"}})
+                )
+            ),
+            "--run-dir",
+            str(tmp / "new"),
+        ],
+        2,
+        "data.image_dir: no such folder: nowhere",
+        "new",
     ),
     "average: a directory that is not a run": (
         lambda tmp, run: ["average", str(tmp)],
