@@ -259,3 +259,35 @@ def test_the_shipped_captioning_recipes_load():
     for name in ("captioning-shapes", "captioning"):
         recipe = load_recipe(f"recipes/{name}.yaml", check_files=False)
         assert recipe.task == "captioning" and recipe.train.keep_best_by == "bleu4"
+
+
+def test_an_imagefolder_with_metadata_gives_each_image_its_caption(tmp_path):
+    folder = tmp_path / "folder"
+    (folder / "train").mkdir(parents=True)
+    for name, colour in (("a.png", (200, 0, 0)), ("b.png", (0, 0, 200))):
+        save_image(folder / "train" / name, colour)
+    rows = [{"file_name": "a.png", "caption": "a red picture"}, {"file_name": "b.png", "caption": "a blue picture"}]
+    (folder / "train" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = ImageCaptionData(format="imagefolder", image_dir=str(folder), train={"split": "train"})
+    split = load_captioned(data, "train")
+    by_caption = {refs[0]: image.getpixel((0, 0)) for image, refs in zip(split.images, split.captions, strict=True)}
+    assert by_caption == {"a red picture": (200, 0, 0), "a blue picture": (0, 0, 200)}
+
+
+def test_images_read_in_data_loader_workers_make_the_same_batches_as_in_the_trainer():
+    from s2s.pipelines.captioning import CaptionedImages
+
+    pictures = shapes_split(6, 32, seed=3)
+    examples = CaptionedImages(
+        [p for p, _ in pictures],
+        [c for _, c in pictures],
+        list(range(6)),
+        [[4, 5], [6], [7, 8, 9], [4], [5, 5], [6]],
+        image_size=32,
+        augment=False,
+        workers=1,
+    )
+    batches = [[0, 2, 4], [1, 3], [5]]
+    for in_workers, here in zip(examples.iterate(batches), map(examples.batch, batches), strict=True):
+        assert torch.equal(in_workers.src, here.src) and torch.equal(in_workers.tgt_out, here.tgt_out)
+        assert in_workers.indices == here.indices
