@@ -160,26 +160,26 @@ def evaluate(
         raise typer.BadParameter("--images and --captions go together", param_hint="--captions")
     if split is not None and split not in ("valid", "test"):
         raise typer.BadParameter(f"{split!r} is not one of: valid, test", param_hint="--split")
-    recipe, translator = load_run(run, checkpoint.value, task=None)
+    recipe, predictor = load_run(run, checkpoint.value, task=None)
     if recipe.task == "classification":
         unused = {"--src": src, "--beam": beam, "--alpha": alpha, "--plot-attention": plot_attention or None}
         for name, value in unused.items():
             if value is not None:
                 raise typer.BadParameter("does not apply to a classification run", param_hint=name)
-        evaluate_classifier(recipe, translator, split, data, as_json)
+        evaluate_classifier(recipe, predictor, split, data, as_json)
         return
     if recipe.task == "captioning":
         for name, value in {"--src": src, "--data": data, "--plot-attention": plot_attention or None}.items():
             if value is not None:
                 raise typer.BadParameter("does not apply to a captioning run", param_hint=name)
-        evaluate_captioner(recipe, translator, split, (images, captions), beam, alpha, out or run / "eval", as_json)
+        evaluate_captioner(recipe, predictor, split, (images, captions), beam, alpha, out or run / "eval", as_json)
         return
     if data is not None or images is not None:
         raise typer.BadParameter("applies to classification or captioning runs", param_hint="--data/--images")
     pairs = load_split(recipe.data, split) if split else read_text_pair(src, ref)
     sources = [s for s, _ in pairs]
     started = time.perf_counter()
-    hypotheses = translator.best(sources, beam_size=beam, alpha=alpha)
+    hypotheses = predictor.best(sources, beam_size=beam, alpha=alpha)
     seconds = time.perf_counter() - started
     result = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(seconds, 2)}
     out = out or run / "eval"
@@ -188,7 +188,7 @@ def evaluate(
     atomic_write(hypotheses_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     result["hypotheses"] = str(hypotheses_file)
     if plot_attention:
-        with_attention = translator.translate(sources[:plot_attention], beam_size=beam, alpha=alpha, attention=True)
+        with_attention = predictor.translate(sources[:plot_attention], beam_size=beam, alpha=alpha, attention=True)
         result["attention_plots"] = [str(p) for p in save_heatmaps(with_attention, out / "attention")]
     if as_json:
         typer.echo(json.dumps(result))

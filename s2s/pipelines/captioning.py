@@ -100,25 +100,28 @@ class CaptioningPipeline:
         else:
             texts = [caption for captions in train.captions for caption in captions]
             self.tokenizer = train_text_tokenizer(self.recipe.tokenizer, texts, tokenizer_dir)
-        train_examples = self.examples(train, augment=data.augment, keep_long=False)
+        train_examples, dropped = self.examples(train, augment=data.augment, max_length=data.max_length)
         events.message(
             f"{len(train.images):,} training images with {len(train_examples):,} captions "
-            f"({self.dropped:,} over data.max_length = {data.max_length} tokens dropped)"
+            f"({dropped:,} over data.max_length = {data.max_length} tokens dropped)"
         )
-        return train_examples, self.examples(valid, augment=False, keep_long=True)
+        return train_examples, self.examples(valid, augment=False, max_length=None)[0]
 
-    def examples(self, split: ImageCaptions, augment: bool, keep_long: bool) -> CaptionedImages:
+    def examples(self, split: ImageCaptions, augment: bool, max_length: int | None) -> tuple[CaptionedImages, int]:
+        """One example per caption (those over ``max_length`` tokens left out), and how many were left out."""
         data = self.recipe.data
-        image_of, captions = [], []
-        self.dropped = 0
+        image_of, captions, dropped = [], [], 0
         for image, references in enumerate(split.captions):
             for ids in self.tokenizer.encode(references):
-                if len(ids) > data.max_length and not keep_long:
-                    self.dropped += 1
+                if max_length is not None and len(ids) > max_length:
+                    dropped += 1
                     continue
                 image_of.append(image)
                 captions.append(ids)
-        return CaptionedImages(split.images, split.captions, image_of, captions, data.image_size, augment, data.workers)
+        examples = CaptionedImages(
+            split.images, split.captions, image_of, captions, data.image_size, augment, data.workers
+        )
+        return examples, dropped
 
     def load_assets(self, run_dir: Path) -> None:
         self.tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")

@@ -88,19 +88,19 @@ class ClassificationPipeline:
             self.tokenizer = train_text_tokenizer(self.recipe.tokenizer, train_rows.texts, run_dir / "tokenizer")
             text = json.dumps(self.labels, ensure_ascii=False)
             atomic_write(run_dir / LABELS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        train, valid = self.encode(train_rows), self.encode(valid_rows)
-        limit = self.recipe.data.max_length
+        (train, truncated), (valid, _) = self.encode(train_rows), self.encode(valid_rows)
         events.message(
             f"{len(train):,} training texts with labels {', '.join(self.labels)}; "
-            f"{self.truncated:,} truncated to data.max_length = {limit} tokens"
+            f"{truncated:,} truncated to data.max_length = {self.recipe.data.max_length} tokens"
         )
         return train, valid
 
-    def encode(self, rows: LabelledTexts) -> LabelledIds:
+    def encode(self, rows: LabelledTexts) -> tuple[LabelledIds, int]:
+        """Token ids cut at ``data.max_length`` and label ids; and how many texts were cut."""
         limit = self.recipe.data.max_length
         ids = self.tokenizer.encode(rows.texts)
-        self.truncated = sum(len(t) > limit for t in ids)
-        return LabelledIds([t[:limit] for t in ids], label_ids(rows, self.labels))
+        truncated = sum(len(t) > limit for t in ids)
+        return LabelledIds([t[:limit] for t in ids], label_ids(rows, self.labels)), truncated
 
     def load_assets(self, run_dir: Path) -> None:
         self.tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")
