@@ -376,6 +376,9 @@ def caption(
     if nbest > beam:
         raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
     failed = 0
+    for folder in (p for p in paths if p.is_dir() and not image_files([p])):
+        typer.echo(f"s2s: error: {folder}: no image files in this folder", err=True)
+        failed += 1
     files = image_files(paths)
     for start in range(0, len(files), recipe.eval.batch_size):
         good, pictures = [], []

@@ -230,6 +230,13 @@ def test_caption_prints_one_line_per_good_image_and_one_error_per_bad_file(shape
     assert errors[1] == f"s2s: error: {folder / 'readme.txt'}: not an image file"
 
 
+def test_caption_says_so_when_a_folder_holds_no_images(shapes_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = s2s("caption", "--model", shapes_run, tmp_path / "empty")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"s2s: error: {tmp_path / 'empty'}: no image files in this folder\n"
+
+
 def test_caption_json_and_nbest(shapes_run, tmp_path):
     picture, _ = shapes_split(1, 32, seed=9)[0]
     picture.save(tmp_path / "one.png")
