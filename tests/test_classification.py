@@ -187,3 +187,26 @@ def test_the_shipped_sentiment_recipes_load():
     for name in ("sentiment", "sentiment-imdb"):
         recipe = load_recipe(f"recipes/{name}.yaml", check_files=False)
         assert recipe.task == "classification" and recipe.train.keep_best_by == "accuracy"
+
+
+def test_classify_on_a_terminal_is_the_interactive_shell(trained_classifier, tmp_path):
+    import os
+
+    import pexpect
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2S_HISTORY": str(tmp_path / "history"), "TERM": "dumb"}
+    child = pexpect.spawn(
+        "s2s", ["classify", "--model", str(trained_classifier)], env=env, encoding="utf-8", timeout=60
+    )
+    try:
+        child.expect_exact("s2s classify: type a sentence")
+        child.expect_exact("> ")
+        child.sendline("what a lovely film")
+        child.expect(r"\(\d+\.\d\d s\)")
+        assert child.before.split("\r\n")[1].split("\t")[0] == "pos"
+        child.expect_exact("> ")
+        child.sendline("")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
