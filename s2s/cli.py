@@ -143,11 +143,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
 ) -> None:
     """Score a trained run on a split or on files. Translation: BLEU, chrF and exact match (sacreBLEU) of
-    --split or --src/--ref. Classification: accuracy, macro-F1 and the confusion matrix of --split or --data."""
-    from s2s.data.corpus import load_split, read_text_pair
-    from s2s.files import atomic_write
-    from s2s.metrics import score_corpus
-    from s2s.pictures import save_heatmaps
+    --split or --src/--ref. Captioning: BLEU-1…4 against all references of --split or --images/--captions.
+    Classification: accuracy, macro-F1 and the confusion matrix of --split or --data."""
     from s2s.runs import load_run
 
     if sum(option is not None for option in (split, src, data, images)) != 1:
@@ -176,19 +173,28 @@ def evaluate(
         return
     if data is not None or images is not None:
         raise typer.BadParameter("applies to classification or captioning runs", param_hint="--data/--images")
+    evaluate_translator(predictor, recipe, split, (src, ref), beam, alpha, out or run / "eval", plot_attention, as_json)
+
+
+def evaluate_translator(translator, recipe, split, files: tuple, beam, alpha, out: Path, plot: int, as_json: bool):
+    from s2s.data.corpus import load_split, read_text_pair
+    from s2s.files import atomic_write
+    from s2s.metrics import score_corpus
+    from s2s.pictures import save_heatmaps
+
+    src, ref = files
     pairs = load_split(recipe.data, split) if split else read_text_pair(src, ref)
     sources = [s for s, _ in pairs]
     started = time.perf_counter()
-    hypotheses = predictor.best(sources, beam_size=beam, alpha=alpha)
+    hypotheses = translator.best(sources, beam_size=beam, alpha=alpha)
     seconds = time.perf_counter() - started
     result = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(seconds, 2)}
-    out = out or run / "eval"
     hypotheses_file = out / f"{split or Path(src).name}.hyp.txt"
     text = "".join(h + "\n" for h in hypotheses)
     atomic_write(hypotheses_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     result["hypotheses"] = str(hypotheses_file)
-    if plot_attention:
-        with_attention = predictor.translate(sources[:plot_attention], beam_size=beam, alpha=alpha, attention=True)
+    if plot:
+        with_attention = translator.translate(sources[:plot], beam_size=beam, alpha=alpha, attention=True)
         result["attention_plots"] = [str(p) for p in save_heatmaps(with_attention, out / "attention")]
     if as_json:
         typer.echo(json.dumps(result))
@@ -197,7 +203,7 @@ def evaluate(
     typer.echo(f"chrF  {result['chrf']:6.2f}  {result['signature']['chrf']}")
     typer.echo(f"exact {result['exact_match']:6.2f}  ({result['n_sentences']} sentences, {seconds:.1f} s)")
     typer.echo(f"hypotheses: {hypotheses_file}")
-    if plot_attention:
+    if plot:
         typer.echo(f"attention heat maps: {out / 'attention'}")
 
 
