@@ -381,11 +381,13 @@ def caption(
     beam = beam or max(recipe.eval.beam_size, nbest)
     if nbest > beam:
         raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
-    failed = 0
-    for folder in (p for p in paths if p.is_dir() and not image_files([p])):
-        typer.echo(f"s2s: error: {folder}: no image files in this folder", err=True)
-        failed += 1
-    files = image_files(paths)
+    failed, files = 0, []
+    for path in paths:
+        found = image_files([path])
+        if path.is_dir() and not found:
+            typer.echo(f"s2s: error: {path}: no image files in this folder", err=True)
+            failed += 1
+        files += found
     for start in range(0, len(files), recipe.eval.batch_size):
         good, pictures = [], []
         for path in files[start : start + recipe.eval.batch_size]:

@@ -10,8 +10,8 @@ from PIL import Image
 from s2s.config import CaptionEvalConfig, EvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled
 from s2s.data.images import image_tensor
-from s2s.models import Classifier, Seq2Seq
-from s2s.search import Hypothesis, beam_search, greedy_search, max_lengths
+from s2s.models import Classifier, Seq2Seq, autocast
+from s2s.search import Hypothesis, max_lengths, search
 from s2s.tokenizer import Tokenizer, TokenizerPair
 
 
@@ -54,16 +54,9 @@ class Translator:
             batch = collate([ids[i] for i in chunk], None, chunk)
             src = batch.src.to(self.device)
             limit = max_lengths(batch.src_lengths, self.config.max_length_ratio)
-            with torch.autocast(
-                self.device.type,
-                dtype=self.autocast_dtype or torch.float32,
-                enabled=self.autocast_dtype is not None,
-            ):
+            with autocast(self.device, self.autocast_dtype):
                 memory = self.model.encode(src, batch.src_lengths)
-                if beam_size == 1 and nbest == 1:
-                    hyps = [[h] for h in greedy_search(self.model, memory, limit, attention)]
-                else:
-                    hyps = beam_search(self.model, memory, limit, beam_size, alpha, nbest, attention)
+                hyps = search(self.model, memory, limit, beam_size, alpha, nbest, attention)
             for i, options in zip(chunk, hyps, strict=True):
                 results[i] = [self.present(ids[i], h) for h in options]
         return results
@@ -113,9 +106,7 @@ class TextClassifier:
         out = torch.empty(len(ids), len(self.labels))
         for chunk in batch_indices([len(t) for t in ids], self.batch_size, by_tokens=False, rng=None):
             batch = collate_labelled([ids[i] for i in chunk], None, chunk)
-            with torch.autocast(
-                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-            ):
+            with autocast(self.device, self.autocast_dtype):
                 logits, _ = self.model.classify(batch.src.to(self.device), batch.src_lengths)
             out[chunk] = logits.softmax(-1).cpu()
         return out
@@ -163,14 +154,8 @@ class ImageCaptioner:
             chunk = images[start : start + self.config.batch_size]
             pixels = torch.stack([image_tensor(image, self.image_size) for image in chunk]).to(self.device)
             limit = torch.full((len(chunk),), self.config.max_length)
-            with torch.autocast(
-                self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-            ):
-                memory = self.model.encode(pixels)
-                if beam_size == 1 and nbest == 1:
-                    hyps = [[h] for h in greedy_search(self.model, memory, limit)]
-                else:
-                    hyps = beam_search(self.model, memory, limit, beam_size, alpha, nbest)
+            with autocast(self.device, self.autocast_dtype):
+                hyps = search(self.model, self.model.encode(pixels), limit, beam_size, alpha, nbest)
             for options in hyps:
                 results.append([Caption(self.tokenizer.decode([h.tokens])[0], h) for h in options])
         return results

@@ -161,5 +161,10 @@ def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNN
     )
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in ``dtype`` (bf16 or fp16) on ``device``; fp32 (no autocast) when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -75,6 +75,15 @@ def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = 
     ]
 
 
+def search(
+    model, memory: Memory, limit: torch.Tensor, beam_size: int, alpha: float, nbest: int, attention: bool = False
+) -> list[list[Hypothesis]]:
+    """The ``nbest`` hypotheses of each input: greedy search when one best of a beam of one is asked for."""
+    if beam_size == 1 and nbest == 1:
+        return [[h] for h in greedy_search(model, memory, limit, attention)]
+    return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
+
+
 def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.Tensor | None) -> Hypothesis:
     tokens = []
     for token in row:

@@ -14,7 +14,6 @@ import random
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.data.batching import batch_indices
 from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
-from s2s.models import count_parameters
+from s2s.models import autocast, count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for
 
 
@@ -268,8 +267,7 @@ class Trainer:
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
-        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
-        with autocast:
+        with autocast(self.device, self.dtype):
             _, loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         mine = batch.n_predictions if counts else 0
@@ -401,7 +399,7 @@ def validation_loss(model: nn.Module, examples: Examples, batch_size: int, devic
     total, count = 0.0, 0
     for batch in examples.iterate(batch_indices(examples.lengths(), batch_size, by_tokens=False, rng=None)):
         batch = batch.to(device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             _, loss = model(batch)
         total += float(loss) * batch.n_predictions
         count += batch.n_predictions

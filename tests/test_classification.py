@@ -150,18 +150,7 @@ def test_classify_texts_given_as_arguments(trained_classifier):
 
 
 def test_classify_is_a_filter_on_a_pipe_with_one_json_object_per_line(trained_classifier):
-    import subprocess
-
-    from test_cli import ENV, S2S
-
-    result = subprocess.run(
-        [*S2S, "classify", "--model", str(trained_classifier), "--json"],
-        input="the film was lovely\n\nso poor\n",
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
+    result = s2s("classify", "--model", trained_classifier, "--json", stdin="the film was lovely\n\nso poor\n")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")
     first, blank, last = (json.loads(lines[0]), lines[1], json.loads(lines[2]))

@@ -38,10 +38,10 @@ COMMANDS = sorted(CLICK_APP.commands)
 METRIC_KEYS = {"bleu", "chrf", "exact_match", "signature", "n_sentences", "seconds"}
 
 
-def s2s(*args, cwd: Path | None = None, entry: list[str] = S2S) -> subprocess.CompletedProcess:
-    """Run ``s2s ARGS`` with stdin an (empty) pipe, so that nothing ever waits on a terminal."""
+def s2s(*args, cwd: Path | None = None, entry: list[str] = S2S, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run ``s2s ARGS`` with stdin a pipe (empty unless given), so that nothing ever waits on a terminal."""
     return subprocess.run(
-        [*entry, *map(str, args)], input="", capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+        [*entry, *map(str, args)], input=stdin, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
     )
 
 
