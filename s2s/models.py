@@ -1,6 +1,6 @@
 """Models compose modules and expose one contract to training, and (sequence models) to search.
 
-Training: ``model(batch) → (logits, loss)``. Search: ``encode`` once, then ``initial_state`` / ``step`` /
+Training: ``model(batch) → loss``. Search: ``encode`` once, then ``initial_state`` / ``step`` /
 ``reorder_state``; the decoding state is a value, never an attribute of the model.
 """
 
@@ -13,6 +13,7 @@ from torch import nn
 from s2s.config import CaptionModelConfig, ClassifierModelConfig, DecoderConfig, EncoderConfig, ModelConfig
 from s2s.data.batching import Batch, LabelBatch
 from s2s.errors import RecipeError
+from s2s.loss import projected_cross_entropy
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
 from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
@@ -45,18 +46,15 @@ class Seq2Seq(nn.Module):
     def reorder_state(self, state: DecoderState, order: torch.Tensor) -> DecoderState:
         return self.decoder.reorder_state(state, order)
 
-    def forward(self, batch: Batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing → logits [B, T, V] and the mean label-smoothed cross-entropy per target token."""
+    def forward(self, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Teacher forcing → the mean label-smoothed cross-entropy per target token. Padding never reaches the
+        output layer, and the output layer and the loss are one fused step (``s2s.loss``)."""
         memory = self.encode(batch.src, batch.src_lengths)
-        logits, _, _ = self.decoder(batch.tgt_in, self.initial_state(memory), memory)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch.tgt_out.flatten(),
-            ignore_index=PAD,
-            label_smoothing=label_smoothing,
-            reduction="sum",
-        )
-        return logits, loss / batch.tgt_out.ne(PAD).sum().clamp(min=1)
+        outputs, _, _ = self.decoder.attentional(batch.tgt_in, self.initial_state(memory), memory)  # [B, T, H]
+        real = batch.tgt_out.ne(PAD)  # [B, T]
+        hidden = self.decoder.dropout(outputs[real])  # [N, H]
+        loss = projected_cross_entropy(hidden, self.decoder.output, batch.tgt_out[real], label_smoothing)
+        return loss / real.sum().clamp(min=1)
 
 
 class Classifier(nn.Module):
@@ -71,9 +69,10 @@ class Classifier(nn.Module):
         pooled, weights = self.pooling(self.encoder(src, src_lengths))
         return self.head(pooled).float(), weights
 
-    def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The mean label-smoothed cross-entropy per text."""
         logits, _ = self.classify(batch.src, batch.src_lengths)
-        return logits, F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
 
 
 def build_encoder(enc: EncoderConfig, vocab_size: int) -> RNNEncoder:

@@ -55,6 +55,13 @@ def small_model(
     return build_seq2seq(config, VOCAB, VOCAB).eval()
 
 
+def teacher_forced(model, batch) -> torch.Tensor:
+    """Logits [B, T, V] at every target position, padding included."""
+    memory = model.encode(batch.src, batch.src_lengths)
+    logits, _, _ = model.decoder(batch.tgt_in, model.initial_state(memory), memory)
+    return logits
+
+
 VARIANTS = [
     dict(cell=c, bidirectional=b, attention=a, reverse=r)
     for c, b, a, r in itertools.product(
@@ -74,11 +81,11 @@ def test_a_sentence_gets_the_same_result_alone_as_inside_a_padded_batch(variant)
     batch = collate(SENTENCES, TARGETS, [0, 1, 2])
     with torch.no_grad():
         memory = model.encode(batch.src, batch.src_lengths)
-        logits, _ = model(batch)
+        logits = teacher_forced(model, batch)
         for i, (source, target) in enumerate(zip(SENTENCES, TARGETS, strict=True)):
             alone = collate([source], [target], [i])
             alone_memory = model.encode(alone.src, alone.src_lengths)
-            alone_logits, _ = model(alone)
+            alone_logits = teacher_forced(model, alone)
             n, t = len(source), len(target) + 1
             torch.testing.assert_close(memory.states[i, :n], alone_memory.states[0, :n])
             torch.testing.assert_close(memory.summary[i], alone_memory.summary[0])
@@ -120,7 +127,7 @@ def test_one_step_at_a_time_equals_teacher_forcing_over_the_whole_target():
     model = small_model()
     batch = collate(SENTENCES, TARGETS, [0, 1, 2])
     with torch.no_grad():
-        logits, _ = model(batch)
+        logits = teacher_forced(model, batch)
         memory = model.encode(batch.src, batch.src_lengths)
         state = model.initial_state(memory)
         for t in range(batch.tgt_in.size(1)):
@@ -151,13 +158,18 @@ def test_model_settings_that_conflict_name_their_recipe_keys(decoder, message):
         build_seq2seq(config, VOCAB, VOCAB)
 
 
-def test_training_loss_is_label_smoothed_cross_entropy_per_target_token():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_training_loss_is_label_smoothed_cross_entropy_per_real_target_token_gradients_included(smoothing):
     model = small_model()
     batch = collate(SENTENCES, TARGETS, [0, 1, 2])
-    logits, loss = model(batch, label_smoothing=0.0)
+    loss = model(batch, label_smoothing=smoothing)
+    full = teacher_forced(model, batch)
     mask = batch.tgt_out.ne(0)
-    expected = torch.nn.functional.cross_entropy(logits[mask], batch.tgt_out[mask])
+    expected = torch.nn.functional.cross_entropy(full[mask], batch.tgt_out[mask], label_smoothing=smoothing)
     torch.testing.assert_close(loss, expected)
+    (grad,) = torch.autograd.grad(loss, model.decoder.output.weight)
+    (expected_grad,) = torch.autograd.grad(expected, model.decoder.output.weight)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 def test_word_dropout_hides_words_only_in_training_and_never_touches_padding():

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from s2s.modules.attention import Attention
+from s2s.modules.dropout import Dropout
 from s2s.modules.encoders import RNN_CELLS, EncoderOutput
+from s2s.modules.input_feeding import fed_attention_gru, input_gates
 from s2s.tokenizer import PAD
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h [L, B, H]; LSTM: (h, c)
@@ -81,6 +83,8 @@ class RNNDecoder(nn.Module):
         if input_feeding and attention == "none":
             raise ValueError("input feeding needs attention")
         self.input_feeding, self.every_step = input_feeding, every_step
+        # the hand-written loop covers the common input-fed model; other shapes take the general autograd path
+        self.fast_loop = input_feeding and cell == "gru" and layers == 1 and not every_step
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
         rnn_input = embedding_size + hidden_size * input_feeding + summary_size * every_step
         self.rnn = RNN_CELLS[cell](
@@ -93,7 +97,7 @@ class RNNDecoder(nn.Module):
         self.attention = Attention(attention, hidden_size, summary_size) if attention != "none" else None
         combined = hidden_size + summary_size * (self.attention is not None) + summary_size * every_step
         self.combine = nn.Linear(combined, hidden_size) if combined != hidden_size else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.bridge = Bridge(summary_size, hidden_size, layers, lstm=cell == "lstm")
         if tie_embeddings:
@@ -114,6 +118,18 @@ class RNNDecoder(nn.Module):
         self, prev: torch.Tensor, state: DecoderState, memory: Memory
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
         """prev [B, T] previous target ids → logits [B, T, V], the state after step T, attention [B, T, S]."""
+        outputs, state, weights = self.attentional(prev, state, memory)
+        return self.logits(outputs), state, weights
+
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Attentional vectors [..., H] → next-token logits [..., V]."""
+        return self.output(self.dropout(outputs))
+
+    def attentional(
+        self, prev: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """prev [B, T] previous target ids → attentional vectors [B, T, H], the state after step T, attention
+        [B, T, S]."""
         embedded = self.dropout(self.embed(prev))  # [B, T, E]
         if self.input_feeding:
             outputs, weights, state = self.run_fed(embedded, state, memory)
@@ -121,10 +137,32 @@ class RNNDecoder(nn.Module):
             rnn_out, hidden = self.rnn(self.rnn_input(embedded, None, memory), state.hidden)  # [B, T, H]
             outputs, weights = self.attend(rnn_out, memory)
             state = DecoderState(hidden, None)
-        return self.output(self.dropout(outputs)), state, weights
+        return outputs, state, weights
 
     def run_fed(self, embedded: torch.Tensor, state: DecoderState, memory: Memory):
         """Input feeding makes step t depend on step t-1's attentional vector: one position at a time."""
+        if self.fast_loop:
+            return self.run_fed_fast(embedded, state, memory)
+        return self.run_fed_autograd(embedded, state, memory)
+
+    def run_fed_fast(self, embedded: torch.Tensor, state: DecoderState, memory: Memory):
+        device = embedded.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        outputs, weights, hidden = fed_attention_gru(
+            input_gates(embedded, self.rnn),
+            state.hidden[0],
+            state.feed,
+            memory.keys,
+            memory.states,
+            memory.mask,
+            self.rnn,
+            self.attention,
+            self.combine,
+            dtype,
+        )
+        return outputs, weights, DecoderState(hidden.unsqueeze(0), outputs[:, -1])
+
+    def run_fed_autograd(self, embedded: torch.Tensor, state: DecoderState, memory: Memory):
         hidden, feed, outputs, weights = state.hidden, state.feed, [], []
         for t in range(embedded.size(1)):
             rnn_out, hidden = self.rnn(self.rnn_input(embedded[:, t : t + 1], feed, memory), hidden)  # [B, 1, H]

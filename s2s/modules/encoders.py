@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from s2s.modules.dropout import Dropout
+from s2s.modules.recurrence import stacked_gru
 from s2s.tokenizer import PAD, UNK
 
 RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -49,7 +51,8 @@ class RNNEncoder(nn.Module):
             )
             for layer in range(layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+        self.fast_gru = cell == "gru"  # GRU layers run on s2s's own recurrence (s2s.modules.recurrence)
         self.reverse_source = reverse_source
         self.output_size = hidden_size * directions
         self._register_load_state_dict_pre_hook(rename_fused_rnn_weights)
@@ -66,17 +69,36 @@ class RNNEncoder(nn.Module):
         for number, layer in enumerate(self.layers):
             if number > 0:
                 states = self.dropout(states)  # between layers, as nn.GRU(dropout=...) does
-            forward, *backward = layer
-            outputs = [forward(states)[0]]  # [B, S, H]
-            if backward:
-                outputs.append(reverse_padded(backward[0](reverse_padded(states, lengths))[0], lengths))
-            states = torch.cat(outputs, dim=-1)  # [B, S, dirs × H]
+            states = self.run_layer(layer, states, lengths)  # [B, S, dirs × H]
         mask = position_mask(lengths, src)
         summary = self.summarise(states, lengths)
         if self.reverse_source:
             states = reverse_padded(states, lengths)  # back to the original order, for attention and pictures
         states = states.masked_fill(~mask[..., None], 0.0)  # past each length: no state
         return EncoderOutput(self.dropout(states), mask, summary)
+
+    def run_layer(self, layer: nn.ModuleList, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One layer, both directions: states [B, S, input] → [B, S, dirs × H]."""
+        inputs = [states] + [reverse_padded(states, lengths)] * (len(layer) - 1)  # the backward RNN reads reversed
+        if self.fast_gru:
+            outputs = list(self.run_gru_directions(layer, inputs).unbind(0))
+        else:
+            outputs = [rnn(x)[0] for rnn, x in zip(layer, inputs, strict=True)]
+        if len(outputs) > 1:
+            outputs[1] = reverse_padded(outputs[1], lengths)
+        return torch.cat(outputs, dim=-1)
+
+    @staticmethod
+    def run_gru_directions(layer: nn.ModuleList, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Every direction's GRU at once: inputs (one [B, S, E] per direction) → states [D, B, S, H]."""
+        stack = lambda name: torch.stack([getattr(rnn, name) for rnn in layer])  # noqa: E731
+        x = torch.stack(inputs)  # [D, B, S, E]
+        directions, batch, steps, _ = x.shape
+        gates = torch.baddbmm(stack("bias_ih_l0").unsqueeze(1), x.flatten(1, 2), stack("weight_ih_l0").transpose(1, 2))
+        gates = gates.view(directions, batch, steps, -1).permute(2, 0, 1, 3)  # [S, D, B, 3H]
+        h0 = x.new_zeros(directions, batch, layer[0].hidden_size, dtype=torch.float32)
+        states = stacked_gru(gates, h0, stack("weight_hh_l0"), stack("bias_hh_l0"))  # [S, D, B, H]
+        return states.permute(1, 2, 0, 3)
 
     def summarise(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The top layer's final states [B, dirs × H]: forward at the last real position, backward at the first."""

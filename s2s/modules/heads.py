@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from s2s.modules.dropout import Dropout
 from s2s.modules.encoders import EncoderOutput
 
 
@@ -40,9 +41,9 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, input_size: int, n_labels: int, hidden_size: int, dropout: float):
         super().__init__()
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        layers: list[nn.Module] = [Dropout(dropout)]
         if hidden_size:
-            layers += [nn.Linear(input_size, hidden_size), nn.Tanh(), nn.Dropout(dropout)]
+            layers += [nn.Linear(input_size, hidden_size), nn.Tanh(), Dropout(dropout)]
             input_size = hidden_size
         layers.append(nn.Linear(input_size, n_labels))
         self.layers = nn.Sequential(*layers)

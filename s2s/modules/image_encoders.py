@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from s2s.modules.dropout import Dropout
 from s2s.modules.encoders import EncoderOutput
 
 
@@ -62,7 +63,7 @@ class ImageEncoder(nn.Module):
             self.backbone.requires_grad_(False)
         self.project = nn.Linear(channels, output_size)
         self.position = nn.Parameter(torch.zeros(grid_cells, output_size))  # where each cell is: "above", "left of"
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output_size = output_size
 
     def train(self, mode: bool = True) -> ImageEncoder:

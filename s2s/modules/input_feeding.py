@@ -1,0 +1,201 @@
+"""The input-fed attentional decoder's time loop, with backpropagation through time written out by hand.
+
+With input feeding, step t reads step t-1's attentional vector, so the decoder must run one position at a time.
+As in ``recurrence`` (whose GRU cell this loop uses), the forward saves only what the backward needs, the backward
+carries the gradients of the state and of the fed vector from step to step, and every weight gradient is one
+matrix product over all steps at the end. The embedded target words' part of the input gates is computed by the
+caller for all positions at once (``input_gates``).
+
+One step (GRU, single layer; PyTorch's gate layout and equations, so the weights are those of ``nn.GRU``):
+
+    gi = x_t + W_if f_{t-1}              (x_t: W_ie e_t + b_ih, precomputed)
+    gh = W_hh h_{t-1} + b_hh
+    r, z = σ(gi_r + gh_r), σ(gi_z + gh_z);   n = tanh(gi_n + r ⊙ gh_n);   h_t = n + z ⊙ (h_{t-1} - n)
+    scores = v · tanh(W_q h_t + keys)  (bahdanau)  or  keys · h_t  (luong);   a = softmax(masked scores)
+    c_t = a · values;   o_t = tanh(W_c [h_t; c_t] + b_c);   f_t = o_t
+
+Matrix products run in ``dtype`` (bf16 under autocast); gates, attention weights and saved activations stay in
+fp32. The tests check this loop against ``RNNDecoder``'s general autograd path, gradients included.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from s2s.modules.recurrence import accumulation_dtype, gru_cell, gru_cell_backward, tanh_backward
+
+
+class Weights:
+    """The loop's parameters, cast once per call to the dtype of the matrix products."""
+
+    def __init__(self, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
+        # element-wise work and saved activations: fp32 (or the parameters' fp64, for gradient checks)
+        self.acc = acc = accumulation_dtype(w_hh)
+        self.dtype = dtype = acc if dtype == torch.float32 else dtype
+        cast = lambda w: None if w is None else w.to(dtype)  # noqa: E731
+        self.w_if, self.w_hh, self.w_query, self.w_combine = cast(w_if), cast(w_hh), cast(w_query), cast(w_combine)
+        self.w_if_t, self.w_hh_t, self.w_combine_t = self.w_if.t(), self.w_hh.t(), self.w_combine.t()
+        self.w_query_t = None if w_query is None else self.w_query.t()
+        self.b_hh, self.b_combine = b_hh.to(acc), b_combine.to(acc)
+        self.energy = None if energy is None else energy.to(acc).view(-1)  # [Q]
+        self.hidden = w_hh.size(1)
+
+
+class Activations:
+    """What the forward saves for the backward, preallocated for all T steps (no per-step lists to stack):
+    ``hs`` and ``fs`` hold T + 1 states and fed vectors, the initial ones first."""
+
+    def __init__(self, steps, batch, hidden, source, query, context, bahdanau, like):
+        new = lambda *shape: like.new_empty(steps, *shape)  # noqa: E731
+        self.hs, self.fs = like.new_empty(steps + 1, batch, hidden), like.new_empty(steps + 1, batch, hidden)
+        self.rz, self.n, self.gh = new(batch, 2 * hidden), new(batch, hidden), new(batch, 3 * hidden)
+        self.energy = new(batch, source, query) if bahdanau else None
+        self.a, self.joined = new(batch, source), new(batch, hidden + context)
+
+
+def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
+    """Decoder position t for the whole batch: x [B, 3H] its precomputed input gates, keys [B, S, Q],
+    values [B, S, D], pad [B, S] True at padding. Reads state t of ``saved``, writes step t and state t + 1."""
+    dt = w.dtype
+    h, f = saved.hs[t], saved.fs[t]
+    gi = torch.add(x, torch.mm(f.to(dt), w.w_if_t))  # [B, 3H]
+    gh = torch.add(torch.mm(h.to(dt), w.w_hh_t), w.b_hh, out=saved.gh[t])  # [B, 3H]
+    h_new = gru_cell(gi, gh, h, saved.rz[t], saved.n[t], saved.hs[t + 1])
+    if w.energy is not None:  # bahdanau: additive scores
+        energy = torch.add(keys, torch.mm(h_new.to(dt), w.w_query_t).unsqueeze(1), out=saved.energy[t]).tanh_()
+        scores = torch.mv(energy.view(-1, energy.size(-1)), w.energy).view(pad.shape)  # [B, S]
+    else:  # luong: multiplicative scores against the (projected) keys
+        scores = torch.bmm(keys, h_new.unsqueeze(2)).squeeze(2)  # [B, S]
+    attention = saved.a[t]
+    attention.copy_(torch.softmax(scores.masked_fill_(pad, float("-inf")), dim=-1))  # [B, S]
+    context = torch.bmm(attention.unsqueeze(1), values).squeeze(1)  # [B, D]
+    joined = torch.cat([h_new, context], dim=1, out=saved.joined[t])  # [B, H + D]
+    torch.tanh(torch.add(torch.mm(joined.to(dt), w.w_combine_t), w.b_combine), out=saved.fs[t + 1])
+
+
+class FedAttentionGRU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
+        """x [B, T, 3H] input gates of every position; h0, f0 [B, H]; keys [B, S, Q]; values [B, S, D]
+        → attentional vectors [B, T, H], attention weights [B, T, S], the last state [B, H]."""
+        w = Weights(w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype)
+        ctx.input_dtypes = (x.dtype, h0.dtype, keys.dtype, values.dtype)
+        acc = w.acc
+        x, keys, values, pad = x.to(acc), keys.to(acc), values.to(acc), ~mask
+        batch, steps = x.shape[:2]
+        saved = Activations(
+            steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), w.energy is not None, keys
+        )
+        saved.hs[0], saved.fs[0] = h0, f0
+        with torch.autocast(x.device.type, enabled=False):  # the dtypes here are chosen by hand
+            for t in range(steps):
+                step(t, x[:, t], keys, values, pad, w, saved)
+        ctx.weights, ctx.saved = w, saved
+        ctx.save_for_backward(keys, values)
+        outputs = saved.fs[1:].transpose(0, 1)  # [B, T, H]
+        weights = saved.a.transpose(0, 1)  # [B, T, S]
+        ctx.mark_non_differentiable(weights)
+        return outputs, weights, saved.hs[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_outputs, _d_weights, d_last):
+        keys, values = ctx.saved_tensors
+        w, s = ctx.weights, ctx.saved
+        dt, acc, hidden = w.dtype, w.acc, w.hidden
+        steps, batch = s.a.shape[:2]
+        d_outputs = d_outputs.to(acc).transpose(0, 1)  # [T, B, H]
+        dh = torch.zeros_like(s.hs[0]) if d_last is None else d_last.to(acc)
+        df = torch.zeros_like(dh)
+        g = Gradients(steps, batch, hidden, keys.size(2), values.size(2), keys)
+        d_keys = torch.zeros_like(keys) if w.energy is not None else None
+        for t in reversed(range(steps)):
+            pre = tanh_backward(d_outputs[t] + df, s.fs[t + 1], out=g.pre[t])  # through o = tanh(...)
+            d_joined = torch.mm(pre.to(dt), w.w_combine)  # [B, H + D]
+            dc = g.context[t].copy_(d_joined[:, hidden:])
+            dh_new = torch.add(dh, d_joined[:, :hidden])
+            a = s.a[t]
+            da = torch.bmm(values, dc.unsqueeze(2)).squeeze(2)  # [B, S]
+            ds = torch.mul(a, da - (a * da).sum(1, keepdim=True), out=g.scores[t])  # softmax backward
+            if w.energy is not None:
+                de = tanh_backward(ds.unsqueeze(2) * w.energy, s.energy[t])  # [B, S, Q]
+                d_keys += de
+                dq = torch.sum(de, 1, out=g.query[t])  # [B, Q]
+                dh_new += torch.mm(dq.to(dt), w.w_query)
+            else:
+                dh_new += torch.bmm(ds.unsqueeze(1), keys).squeeze(1)
+            dh = gru_cell_backward(dh_new, s.hs[t], s.rz[t], s.n[t], s.gh[t], g.gi[t], g.gh[t])
+            dh.add_(torch.mm(g.gh[t].to(dt), w.w_hh))
+            df = torch.mm(g.gi[t].to(dt), w.w_if).to(acc)
+        # the weight gradients: one product each over all T × B rows
+        g_w_if = flat(g.gi).t().mm(flat(s.fs[:-1]))
+        g_w_hh = flat(g.gh).t().mm(flat(s.hs[:-1]))
+        g_w_combine = flat(g.pre).t().mm(flat(s.joined))
+        d_values = torch.bmm(s.a.permute(1, 2, 0), g.context.transpose(0, 1))  # [B, S, D]
+        g_w_query = g_energy = None
+        if w.energy is not None:
+            g_w_query = flat(g.query).t().mm(flat(s.hs[1:]))
+            g_energy = torch.mv(s.energy.view(-1, s.energy.size(-1)).t(), g.scores.reshape(-1)).view(1, -1)  # [1, Q]
+        else:
+            d_keys = torch.bmm(g.scores.permute(1, 2, 0), s.hs[1:].transpose(0, 1))  # [B, S, Q]
+        x_dtype, h_dtype, k_dtype, v_dtype = ctx.input_dtypes
+        return (
+            g.gi.transpose(0, 1).to(x_dtype),
+            dh.to(h_dtype),
+            df,
+            d_keys.to(k_dtype),
+            d_values.to(v_dtype),
+            None,
+            g_w_if,
+            g_w_hh,
+            flat(g.gh).sum(0),
+            g_w_query,
+            g_energy,
+            g_w_combine,
+            flat(g.pre).sum(0),
+            None,
+        )
+
+
+class Gradients:
+    """Per-step gradients the weight gradients are made of, filled by the backward loop."""
+
+    def __init__(self, steps, batch, hidden, query, context, like):
+        new = lambda *shape: like.new_empty(steps, batch, *shape)  # noqa: E731
+        self.gi, self.gh, self.pre = new(3 * hidden), new(3 * hidden), new(hidden)
+        self.scores, self.context, self.query = new(like.size(1)), new(context), new(query)
+
+
+def flat(x: torch.Tensor) -> torch.Tensor:
+    """[T, B, ...] → [T·B, ...]"""
+    return x.reshape(-1, *x.shape[2:])
+
+
+def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, dtype):
+    """The loop over modules' parameters: ``rnn`` an ``nn.GRU`` of one layer whose input is [embedding; feed],
+    ``attention`` an ``Attention``, ``combine`` the ``nn.Linear`` over [h; context]."""
+    embedding_size = rnn.input_size - rnn.hidden_size
+    w_if = rnn.weight_ih_l0[:, embedding_size:]
+    bahdanau = attention.kind == "bahdanau"
+    return FedAttentionGRU.apply(
+        x,
+        h0,
+        f0,
+        keys,
+        values,
+        mask,
+        w_if,
+        rnn.weight_hh_l0,
+        rnn.bias_hh_l0,
+        attention.query_proj.weight if bahdanau else None,
+        attention.energy.weight if bahdanau else None,
+        combine.weight,
+        combine.bias,
+        dtype,
+    )
+
+
+def input_gates(embedded: torch.Tensor, rnn) -> torch.Tensor:
+    """The embedded words' part of every position's input gates, for all positions at once: [B, T, 3H]."""
+    embedding_size = rnn.input_size - rnn.hidden_size
+    return F.linear(embedded, rnn.weight_ih_l0[:, :embedding_size], rnn.bias_ih_l0)

@@ -1,0 +1,113 @@
+"""GRU recurrences with backpropagation through time written out by hand, for the CPU.
+
+Left to autograd (or to ``nn.GRU``'s CPU kernel, which records every cell), a recurrent step over a 64-sentence
+batch costs more in bookkeeping than in arithmetic: each step records dozens of operations and computes its own
+small weight gradients. Here a forward loop saves only the activations the backward needs, in buffers allocated
+once; the backward loop carries the state's gradient from step to step; and every weight gradient is one matrix
+product over all steps at the end, as cuDNN does for its fused RNNs. The input side of each step (the input
+projected by W_ih, which does not depend on the previous state) is computed by the caller for all positions at
+once, so autograd handles it as one large product.
+
+The cell follows PyTorch's GRU (gate order r, z, n; the same weights as ``nn.GRU``):
+
+    gh = W_hh h + b_hh;   r, z = σ(gi_r + gh_r), σ(gi_z + gh_z);   n = tanh(gi_n + r ⊙ gh_n);   h' = n + z ⊙ (h - n)
+
+Matrix products run in ``dtype`` (bf16 under autocast); gates and saved activations stay in fp32 (fp64 when the
+parameters are, for gradient checks). ``gru_cell`` and ``gru_cell_backward`` serve both the encoder's
+bidirectional layer below and the decoder's input-fed loop (``input_feeding``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tanh_backward(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """grad · (1 - output²): the gradient through output = tanh(·), in one kernel."""
+    if out is None:
+        return torch.ops.aten.tanh_backward(grad, output)
+    return torch.ops.aten.tanh_backward.grad_input(grad, output, grad_input=out)
+
+
+def sigmoid_backward(grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad · output · (1 - output): the gradient through output = σ(·), in one kernel."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, output, grad_input=out)
+
+
+def accumulation_dtype(weight: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(weight.dtype, torch.float32)
+
+
+def gru_cell(gi, gh, h, rz_out, n_out, h_out) -> torch.Tensor:
+    """The element-wise part of a GRU step, for any leading dimensions: input gates gi [..., 3H], hidden gates
+    gh [..., 3H] (bias included), state h [..., H] → the new state, written to ``h_out``; r and z go to
+    ``rz_out`` [..., 2H] and n to ``n_out`` [..., H] for the backward."""
+    hidden = h.size(-1)
+    rz = torch.sigmoid(torch.add(gi[..., : 2 * hidden], gh[..., : 2 * hidden]), out=rz_out)
+    r, z = rz[..., :hidden], rz[..., hidden:]
+    n = torch.tanh(torch.addcmul(gi[..., 2 * hidden :], r, gh[..., 2 * hidden :]), out=n_out)
+    return torch.addcmul(n, z, h - n, out=h_out)
+
+
+def gru_cell_backward(dh_new, h, rz, n, gh, d_gi_out, d_gh_out) -> torch.Tensor:
+    """The gradient of ``gru_cell``: from dh_new (of the new state) write the gradients of the input gates to
+    ``d_gi_out`` and of the hidden gates to ``d_gh_out``; return the part of dh (of the old state) that flows
+    around the gates (the caller adds d_gh · W_hh)."""
+    hidden = h.size(-1)
+    r, z = rz[..., :hidden], rz[..., hidden:]
+    dn = tanh_backward(torch.addcmul(dh_new, dh_new, z, value=-1), n, out=d_gi_out[..., 2 * hidden :])
+    d_rz = torch.cat([dn * gh[..., 2 * hidden :], dh_new * (h - n)], -1)  # [..., 2H] before the sigmoid
+    sigmoid_backward(d_rz, rz, out=d_gi_out[..., : 2 * hidden])
+    d_gh_out[..., : 2 * hidden] = d_gi_out[..., : 2 * hidden]
+    torch.mul(dn, r, out=d_gh_out[..., 2 * hidden :])
+    return dh_new * z
+
+
+class StackedGRU(torch.autograd.Function):
+    """D independent GRUs of one layer run side by side (the two directions of a bidirectional layer): one
+    batched product per step serves all of them."""
+
+    @staticmethod
+    def forward(ctx, gi, h0, w_hh, b_hh, dtype):
+        """gi [S, D, B, 3H] input gates of every step, h0 [D, B, H], w_hh [D, 3H, H], b_hh [D, 3H]
+        → states [S, D, B, H]."""
+        acc = accumulation_dtype(w_hh)
+        dtype = acc if dtype == torch.float32 else dtype
+        steps, hidden = gi.size(0), h0.size(-1)
+        gi = gi.to(acc)
+        w_t, bias = w_hh.to(dtype).transpose(1, 2), b_hh.to(acc).unsqueeze(1)  # [D, H, 3H], [D, 1, 3H]
+        hs = gi.new_empty(steps + 1, *h0.shape)
+        rz, n, gh = gi.new_empty(*gi.shape[:-1], 2 * hidden), gi.new_empty(steps, *h0.shape), torch.empty_like(gi)
+        hs[0] = h0
+        with torch.autocast(gi.device.type, enabled=False):
+            for t in range(steps):
+                torch.add(torch.bmm(hs[t].to(dtype), w_t), bias, out=gh[t])
+                gru_cell(gi[t], gh[t], hs[t], rz[t], n[t], hs[t + 1])
+        ctx.save_for_backward(w_hh, hs, rz, n, gh)
+        ctx.dtype, ctx.input_dtypes = dtype, (gi.dtype, h0.dtype)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx, d_states):
+        w_hh, hs, rz, n, gh = ctx.saved_tensors
+        acc, dtype = hs.dtype, ctx.dtype
+        w = w_hh.to(dtype)  # [D, 3H, H]
+        d_states = d_states.to(acc)
+        d_gi, d_gh = torch.empty_like(gh), torch.empty_like(gh)
+        dh = torch.zeros_like(hs[0])
+        for t in reversed(range(d_states.size(0))):
+            dh_new = torch.add(d_states[t], dh)
+            dh = gru_cell_backward(dh_new, hs[t], rz[t], n[t], gh[t], d_gi[t], d_gh[t])
+            dh.add_(torch.bmm(d_gh[t].to(dtype), w))
+        # [D, 3H, S·B] × [D, S·B, H]: each direction's weight gradient in one product
+        by_direction = d_gh.transpose(0, 1).flatten(1, 2)  # [D, S·B, 3H]
+        d_w_hh = torch.bmm(by_direction.transpose(1, 2), hs[:-1].transpose(0, 1).flatten(1, 2))
+        gi_dtype, h_dtype = ctx.input_dtypes
+        return d_gi.to(gi_dtype), dh.to(h_dtype), d_w_hh, by_direction.sum(1), None
+
+
+def stacked_gru(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """``StackedGRU`` in the autocast dtype of the moment: gi [S, D, B, 3H], h0 [D, B, H] → states [S, D, B, H]."""
+    device = gi.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+    return StackedGRU.apply(gi, h0, w_hh, b_hh, dtype)

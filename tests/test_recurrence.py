@@ -1,0 +1,102 @@
+"""The hand-written recurrences compute what PyTorch's modules and autograd compute: the encoder's GRU layers give
+``nn.GRU``'s states, and the decoder's input-fed loop the general decoder's outputs, attention and final state, with
+the same gradients (of every parameter and of the inputs), on padded batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.modules.encoders import RNNEncoder
+
+B, T, S, HIDDEN, VOCAB = 4, 6, 5, 16, 30
+LENGTHS = torch.tensor([5, 2, 4, 1])
+
+
+def run(decoder: RNNDecoder, fast: bool, states: torch.Tensor, prev: torch.Tensor, dtype=None):
+    decoder.fast_loop = fast
+    decoder.zero_grad()
+    states.grad = None
+    mask = torch.arange(S)[None] < LENGTHS[:, None]
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        values = states * mask[..., None]
+        memory = Memory(values, decoder.attention.project_keys(values), mask, states[:, 0])
+        logits, state, weights = decoder(prev, decoder.initial_state(memory), memory)
+        loss = logits.float().sin().sum() + state.hidden.float().sum() * 0.3  # every output gets a gradient
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None}
+    return logits.detach().float(), weights.float(), state, states.grad.clone(), grads
+
+
+def decoder_and_inputs(attention: str, dtype=torch.float64):
+    torch.manual_seed(0)
+    encoder_size = HIDDEN if attention == "luong_dot" else 24
+    decoder = RNNDecoder(VOCAB, 12, HIDDEN, 1, "gru", 0.0, encoder_size, attention, True, False, False).to(dtype)
+    states = torch.randn(B, S, encoder_size, dtype=dtype, requires_grad=True)
+    return decoder, states, torch.randint(4, VOCAB, (B, T))
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+def test_the_fast_loop_computes_what_autograd_computes_gradients_included(attention):
+    decoder, states, prev = decoder_and_inputs(attention)
+    assert decoder.fast_loop
+    fast, general = run(decoder, True, states, prev), run(decoder, False, states, prev)
+    # the general path takes its softmax in fp32: agreement to fp32 precision, not fp64
+    close = dict(atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fast[0], general[0], **close)  # logits
+    torch.testing.assert_close(fast[1], general[1], **close)  # attention weights
+    torch.testing.assert_close(fast[2].hidden, general[2].hidden, **close)
+    torch.testing.assert_close(fast[2].feed, general[2].feed, **close)
+    torch.testing.assert_close(fast[3], general[3], **close)  # gradient of the encoder states
+    assert fast[4].keys() == general[4].keys()
+    for name in general[4]:
+        torch.testing.assert_close(fast[4][name], general[4][name], **close, msg=name)
+
+
+def test_under_bf16_autocast_the_fast_loop_stays_close_to_fp32():
+    decoder, states, prev = decoder_and_inputs("bahdanau", torch.float32)
+    exact, bf16 = run(decoder, True, states, prev), run(decoder, True, states, prev, torch.bfloat16)
+    torch.testing.assert_close(bf16[0], exact[0], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(bf16[1], exact[1], atol=0.02, rtol=0.05)
+    relative = (bf16[4]["rnn.weight_hh_l0"] - exact[4]["rnn.weight_hh_l0"]).norm() / exact[4]["rnn.weight_hh_l0"].norm()
+    assert relative < 0.05
+
+
+@pytest.mark.parametrize("shape", [dict(cell="lstm"), dict(layers=2), dict(every_step=True)])
+def test_shapes_the_fast_loop_does_not_cover_take_the_general_path(shape):
+    settings = dict(cell="gru", layers=1, every_step=False) | shape
+    decoder = RNNDecoder(
+        VOCAB,
+        12,
+        HIDDEN,
+        settings["layers"],
+        settings["cell"],
+        0.0,
+        24,
+        "bahdanau",
+        True,
+        settings["every_step"],
+        False,
+    )
+    assert not decoder.fast_loop
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_encoders_gru_layers_compute_what_nn_gru_computes_gradients_included(bidirectional):
+    torch.manual_seed(0)
+    encoder = RNNEncoder(VOCAB, 8, 6, 2, "gru", bidirectional, 0.0, False).double()
+    src, lengths = torch.randint(4, VOCAB, (4, 7)), torch.tensor([7, 3, 5, 1])
+    results = []
+    for fast in (True, False):
+        encoder.fast_gru = fast
+        encoder.zero_grad()
+        out = encoder(src, lengths)
+        (out.states.sin().sum() + out.summary.cos().sum()).backward()
+        grads = {name: p.grad.clone() for name, p in encoder.named_parameters()}
+        results.append((out.states.detach(), out.summary.detach(), grads))
+    (states, summary, grads), (nn_states, nn_summary, nn_grads) = results
+    torch.testing.assert_close(states, nn_states)
+    torch.testing.assert_close(summary, nn_summary)
+    for name in nn_grads:
+        torch.testing.assert_close(grads[name], nn_grads[name], msg=name)
