@@ -38,10 +38,10 @@ class Seq2Seq(nn.Module):
     def step(
         self, prev: torch.Tensor, state: DecoderState, memory: Memory
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """prev [B] ids → next-token logits [B, V] (fp32; search normalises them), the next state, attention
-        weights [B, S]."""
+        """prev [B] ids → next-token logits [B, V] (in the autocast dtype; search normalises them), the next
+        state, attention weights [B, S]."""
         logits, state, weights = self.decoder(prev.unsqueeze(1), state, memory)
-        return logits[:, 0].float(), state, None if weights is None else weights[:, 0]
+        return logits[:, 0], state, None if weights is None else weights[:, 0]
 
     def reorder_state(self, state: DecoderState, order: torch.Tensor) -> DecoderState:
         return self.decoder.reorder_state(state, order)

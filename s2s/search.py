@@ -43,7 +43,9 @@ def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows[:, None], only_eos, logits)
 
 
-@torch.inference_mode()
+# no_grad rather than inference_mode: under inference_mode autocast casts the weights again at every step,
+# under no_grad it casts each once per search (its cache keeps casts of leaf tensors that require grad)
+@torch.no_grad()
 def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = False) -> list[Hypothesis]:
     """The most probable next token at each step, for every input at once (``memory`` is the model's encoding
     of the batch; ``limit`` [B] as max_lengths). An output that has ended leaves the batch: it costs nothing more."""
@@ -58,7 +60,7 @@ def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = 
     for t in range(max_len):
         logits, state, step_weights = model.step(prev, state, memory)
         best, prev = force_eos(torch.log_softmax(logits, dim=-1), limit == t + 1).max(-1)
-        scores[running] += best
+        scores[running] += best.float()
         tokens[running, t] = prev
         if weights is not None:
             weights[running, t] = step_weights.float()
@@ -96,7 +98,7 @@ def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.T
     return Hypothesis(tokens, score, score / length_penalty(length, alpha), attention)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def beam_search(
     model,
     memory: Memory,
@@ -198,6 +200,7 @@ class BeamState:
         log_probs = torch.log_softmax(logits, dim=-1)  # faster on the CPU than logsumexp alone
         # a sentence's best 2K candidates are among the best 2K of each of its beams: rank those only
         beam_best, beam_tokens = force_eos(log_probs, rows_at_limit).topk(2 * k, dim=-1)  # [B·K, 2K]
+        beam_best = beam_best.float()  # scores add up in fp32 whatever the logits' dtype
         candidates = (self.live_scores.view(-1, 1) + beam_best).view(batch, 2 * k * k)  # [B, K·2K]
         top_scores, top_ids = candidates.topk(2 * k, dim=1)  # [B, 2K]
         source_rows = torch.arange(batch, device=top_ids.device)[:, None] * k + top_ids // (2 * k)  # [B, 2K]

@@ -17,6 +17,8 @@ KEYS = (
     "decode_beam5_sents_per_s",
     "peak_rss_mb",
     "padding_fraction",
+    "flops_per_token",
+    "mfu",
     "device",
     "dtype",
 )
@@ -47,6 +49,8 @@ def test_bench_reports_positive_figures_as_json(tmp_path):
     for key in ("train_tokens_per_s", "decode_greedy_sents_per_s", "decode_beam5_sents_per_s", "peak_rss_mb"):
         assert result[key] > 0, key
     assert 0 <= result["padding_fraction"] < 1
+    assert result["flops_per_token"] > 0
+    assert 0 < result["mfu"] < 1
     assert result["dtype"] == "fp32"
     assert result["device"] in ("cpu", "cuda")
     assert result["train_steps"] == 3

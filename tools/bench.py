@@ -18,6 +18,11 @@ model rarely emits EOS, so its outputs run to the length limit and the figure un
 speed: give ``--run RUN_DIR`` to decode with a trained run's weights and tokenizer (its recipe is then the
 benchmarked one). ``decode_*_at_limit`` in the JSON says how many outputs ran to the limit.
 
+FLOPs: the floating-point operations of one more training step, counted by ``torch.utils.flop_counter`` (matrix
+products, forward and backward, as executed: decoder steps over padding included), per target token of that step.
+Times the measured tokens/s, that is the achieved FLOP/s, reported as a fraction (``mfu``) of the device's matrix
+product peak in the same dtype, measured in the same run on square products (2048 on the CPU, 8192 on CUDA).
+
 Memory: peak RSS is the process's high-water mark (``getrusage``) when the row ends, so a row also includes
 the peaks of the rows before it; on CUDA, ``torch.cuda.max_memory_allocated`` is reset for each row.
 
@@ -43,6 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from s2s.config import Recipe, TrainConfig, load_recipe
 from s2s.data.corpus import load_split
@@ -145,6 +151,7 @@ class Bench:
         )
         result = {"device": str(trainer.device), "dtype": precision}
         result.update(train_speed(trainer, model, optimizer, scaler, train, self.args.warmup, self.args.steps))
+        result.update(efficiency(trainer, model, optimizer, scaler, train, result["train_tokens_per_s"]))
         if self.run_translator is not None:
             model = self.run_translator.model
             tokenizers = self.run_translator.tokenizers
@@ -193,6 +200,40 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
         "train_loss": round(mean_loss, 4) if math.isfinite(mean_loss) else None,  # fp16 may overflow
         "padding_fraction": round(padded / max(1, positions), 4),
     }
+
+
+def efficiency(trainer: Trainer, model, optimizer, scaler, train: Corpus, tokens_per_s: float) -> dict:
+    """FLOPs per target token of one training step, the FLOP/s that makes at the measured speed, and that as a
+    fraction of the device's matrix-product peak in the step's dtype."""
+    indices = next(iter(training_batches(trainer.config, train)))
+    batch = train.batch(indices)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(model, optimizer, scaler, batch.to(trainer.device), Progress())
+    per_token = counter.get_total_flops() / max(1, batch.n_tokens)
+    peak = matmul_peak(trainer.device, trainer.dtype or torch.float32)
+    achieved = per_token * tokens_per_s
+    return {
+        "flops_per_token": round(per_token),
+        "achieved_gflops": round(achieved / 1e9, 1),
+        "peak_gflops": round(peak / 1e9, 1),
+        "mfu": round(achieved / peak, 4),
+    }
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of large square matrix products in ``dtype`` on ``device``: the best of a few timed runs."""
+    size = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = math.inf
+    for _ in range(4):
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        synchronize(device)
+        best = min(best, (time.perf_counter() - started) / 3)
+    return 2 * size**3 / best
 
 
 def training_batches(config: TrainConfig, train: Corpus) -> Iterator[list[int]]:
@@ -272,6 +313,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "device",
         "dtype",
         "train tok/s",
+        "GFLOP/tok",
+        "GFLOP/s",
+        "MFU",
         "padding",
         "peak RSS MB",
         *(["peak CUDA MB"] if cuda else []),
@@ -284,13 +328,16 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             row["device"],
             row["dtype"],
             f"{row['train_tokens_per_s']:,.0f}",
+            f"{row['flops_per_token'] / 1e9:.4f}",
+            f"{row['achieved_gflops']:,.0f} of {row['peak_gflops']:,.0f}",
+            f"{100 * row['mfu']:.1f}%",
             f"{100 * row['padding_fraction']:.1f}%",
             f"{row['peak_rss_mb']:,.0f}",
             *([f"{row['cuda_peak_mb']:,.0f}"] if cuda else []),
             number(row["decode_greedy_sents_per_s"]),
             number(row["decode_beam5_sents_per_s"]),
         )
-    Console(width=max(100, Console().width)).print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def number(value: float | None) -> str:
@@ -345,7 +392,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override a recipe value, e.g. --set train.batch_size=32 (repeatable)",
     )
     parser.add_argument("--steps", type=positive, default=100, help="timed training steps (default 100)")
-    parser.add_argument("--warmup", type=non_negative, default=10, help="untimed training steps first (default 10)")
+    parser.add_argument(
+        "--warmup",
+        type=non_negative,
+        default=30,
+        help="untimed training steps first (default 30: on the CPU, oneDNN compiles bf16 kernels for each new shape)",
+    )
     parser.add_argument(
         "--precision",
         nargs="+",

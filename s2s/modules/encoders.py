@@ -52,7 +52,8 @@ class RNNEncoder(nn.Module):
             for layer in range(layers)
         )
         self.dropout = Dropout(dropout)
-        self.fast_gru = cell == "gru"  # GRU layers run on s2s's own recurrence (s2s.modules.recurrence)
+        # on the CPU, GRU layers run on s2s's own recurrence (s2s.modules.recurrence); elsewhere cuDNN's is faster
+        self.fast_gru = cell == "gru"
         self.reverse_source = reverse_source
         self.output_size = hidden_size * directions
         self._register_load_state_dict_pre_hook(rename_fused_rnn_weights)
@@ -80,7 +81,7 @@ class RNNEncoder(nn.Module):
     def run_layer(self, layer: nn.ModuleList, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One layer, both directions: states [B, S, input] → [B, S, dirs × H]."""
         inputs = [states] + [reverse_padded(states, lengths)] * (len(layer) - 1)  # the backward RNN reads reversed
-        if self.fast_gru:
+        if self.fast_gru and states.device.type == "cpu":
             outputs = list(self.run_gru_directions(layer, inputs).unbind(0))
         else:
             outputs = [rnn(x)[0] for rnn, x in zip(layer, inputs, strict=True)]
