@@ -118,8 +118,8 @@ def beam_search(
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
     batch, k, device = memory.mask.size(0), beam_size, memory.mask.device
     rows = torch.arange(batch, device=device).repeat_interleave(k)  # [B·K] sentence of each row
-    memory = memory.select(rows)
-    state = model.initial_state(memory)
+    # the decoder state has K rows per sentence; the memory stays one per sentence (the model reads it per source)
+    state = model.reorder_state(model.initial_state(memory), rows)
     beams = BeamState.start(limit.to(device), k, memory.mask.size(1), attention)
     for t in range(int(limit.max())):
         logits, state, step_weights = model.step(beams.last_tokens(), state, memory)
@@ -127,9 +127,10 @@ def beam_search(
         state = model.reorder_state(state, order)
         going = beams.set_aside_finished()
         if going is not None:  # some sentences are done: decode only the others from now on
-            if going.numel() == 0:
+            sentences, going_rows = going
+            if sentences.numel() == 0:
                 break
-            state, memory = model.reorder_state(state, going), memory.select(going)
+            state, memory = model.reorder_state(state, going_rows), memory.select(sentences)
     return beams.results(nbest, alpha)
 
 
@@ -165,8 +166,9 @@ class BeamState:
     PER_SENTENCE = ("ids", "limit", "live_scores", "done_norm", "done_raw", "done_tokens", "done_attention", "done")
     PER_ROW = ("live_tokens", "live_attention")
 
-    def set_aside_finished(self) -> torch.Tensor | None:
-        """Move finished sentences out of the running set; return the rows that go on, or None if all do."""
+    def set_aside_finished(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Move finished sentences out of the running set; return the sentences [A'] and the rows [A'·K] that go
+        on, or None if all do."""
         if not bool(self.done.any()):
             return None
         self.set_aside.append(self.select(self.done.nonzero().squeeze(1)))
@@ -178,7 +180,7 @@ class BeamState:
         for name in self.PER_ROW:
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name)[rows])
-        return rows
+        return going, rows
 
     def select(self, sentences: torch.Tensor) -> dict:
         return {

@@ -186,3 +186,26 @@ def test_word_dropout_hides_words_only_in_training_and_never_touches_padding():
     assert 0 < int(hidden.eq(1).sum()) < 8  # some of the 8 words became unk, not all
     encoder.eval()(batch.src, batch.src_lengths)
     assert torch.equal(seen[-1], batch.src)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(attention="luong_general"), dict(attention="luong_dot"), dict(cell="lstm"), dict(input_feeding=False)]
+    + [dict(conditioning="every_step", attention="none"), dict(conditioning="every_step", input_feeding=False)],
+    ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()) or "default",
+)
+def test_several_decoder_rows_per_source_read_the_memory_as_if_it_were_copied_for_each(variant):
+    """Beam search runs K hypotheses per sentence on one copy of the sentence's encoding."""
+    model, k = small_model(**variant), 3
+    batch = collate(SENTENCES, None, [0, 1, 2])
+    rows = torch.arange(len(SENTENCES)).repeat_interleave(k)
+    with torch.no_grad():
+        memory = model.encode(batch.src, batch.src_lengths)
+        state = model.reorder_state(model.initial_state(memory), rows)
+        prev = torch.randint(4, VOCAB, (len(rows),))
+        shared, shared_state, shared_weights = model.step(prev, state, memory)
+        copied, copied_state, copied_weights = model.step(prev, state, memory.select(rows))
+    torch.testing.assert_close(shared, copied)
+    if copied_weights is not None:
+        torch.testing.assert_close(shared_weights, copied_weights)
+    torch.testing.assert_close(shared_state, copied_state)

@@ -33,7 +33,14 @@ class Attention(nn.Module):
         self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query [B, T, Q], projected keys [B, S, Q], values [B, S, K], mask [B, S]
-        → context [B, T, K], weights [B, T, S] (rows sum to one over real tokens, zero on padding)."""
+        → context [B, T, K], weights [B, T, S] (rows sum to one over real tokens, zero on padding).
+
+        The query may also have N·B rows, N consecutive ones per source (beam search's hypotheses): they attend
+        to their source together, so that the source is never copied N times."""
+        rows, steps, sources = query.size(0), query.size(1), keys.size(0)
+        if rows != sources:
+            context, weights = self(query.reshape(sources, -1, query.size(-1)), keys, values, mask)
+            return context.reshape(rows, steps, -1), weights.reshape(rows, steps, -1)
         if self.kind == "bahdanau":
             hidden = torch.tanh(self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1))  # [B, T, S, Q]
             scores = self.energy(hidden).squeeze(-1)  # [B, T, S]

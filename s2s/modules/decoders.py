@@ -29,7 +29,8 @@ Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h [L, B, H]; L
 
 
 class Memory(NamedTuple):
-    """What the decoder reads from the encoder, computed once per batch."""
+    """What the decoder reads from the encoder, computed once per batch. The decoder may run N rows per source
+    (beam search's hypotheses, N consecutive rows each): the memory stays one row per source."""
 
     states: torch.Tensor  # [B, S, K]
     keys: torch.Tensor | None  # [B, S, Q] attention keys, projected once; None without attention
@@ -186,7 +187,8 @@ class RNNDecoder(nn.Module):
         if feed is not None:
             parts.append(feed.unsqueeze(1).to(embedded.dtype))
         if self.every_step:
-            parts.append(memory.summary.unsqueeze(1).expand(-1, embedded.size(1), -1).to(embedded.dtype))
+            summary = per_row(memory.summary, embedded.size(0))
+            parts.append(summary.unsqueeze(1).expand(-1, embedded.size(1), -1).to(embedded.dtype))
         return torch.cat(parts, -1) if len(parts) > 1 else embedded
 
     def attend(self, rnn_out: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -196,7 +198,8 @@ class RNNDecoder(nn.Module):
             context, weights = self.attention(rnn_out, memory.keys, memory.states, memory.mask)
             parts.append(context.to(rnn_out.dtype))
         if self.every_step:
-            parts.append(memory.summary.unsqueeze(1).expand(-1, rnn_out.size(1), -1).to(rnn_out.dtype))
+            summary = per_row(memory.summary, rnn_out.size(0))
+            parts.append(summary.unsqueeze(1).expand(-1, rnn_out.size(1), -1).to(rnn_out.dtype))
         if self.combine is None:
             return rnn_out, weights
         return torch.tanh(self.combine(torch.cat(parts, -1))), weights
@@ -208,3 +211,8 @@ class RNNDecoder(nn.Module):
         hidden = tuple(h[:, order] for h in hidden) if isinstance(hidden, tuple) else hidden[:, order]
         feed = None if state.feed is None else state.feed[order]
         return DecoderState(hidden, feed)
+
+
+def per_row(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x [B, ...] one row per source → [rows, ...], repeating each source's row for its rows // B hypotheses."""
+    return x if x.size(0) == rows else x.repeat_interleave(rows // x.size(0), dim=0)

@@ -62,14 +62,19 @@ def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
     gi = torch.add(x, torch.mm(f.to(dt), w.w_if_t))  # [B, 3H]
     gh = torch.add(torch.mm(h.to(dt), w.w_hh_t), w.b_hh, out=saved.gh[t])  # [B, 3H]
     h_new = gru_cell(gi, gh, h, saved.rz[t], saved.n[t], saved.hs[t + 1])
+    # rows of one source are consecutive (N of them in beam search, one in training): they read it together
+    sources, source_len = pad.shape
+    per_source = h_new.size(0) // sources
     if w.energy is not None:  # bahdanau: additive scores
-        energy = torch.add(keys, torch.mm(h_new.to(dt), w.w_query_t).unsqueeze(1), out=saved.energy[t]).tanh_()
-        scores = torch.mv(energy.view(-1, energy.size(-1)), w.energy).view(pad.shape)  # [B, S]
+        query = torch.mm(h_new.to(dt), w.w_query_t).view(sources, per_source, 1, -1)  # [B, N, 1, Q]
+        energy = saved.energy[t].view(sources, per_source, source_len, -1)  # [B, N, S, Q]
+        torch.add(keys.unsqueeze(1), query, out=energy).tanh_()
+        scores = torch.mv(energy.view(-1, energy.size(-1)), w.energy).view(sources, per_source, source_len)
     else:  # luong: multiplicative scores against the (projected) keys
-        scores = torch.bmm(keys, h_new.unsqueeze(2)).squeeze(2)  # [B, S]
-    attention = saved.a[t]
-    attention.copy_(torch.softmax(scores.masked_fill_(pad, float("-inf")), dim=-1))  # [B, S]
-    context = torch.bmm(attention.unsqueeze(1), values).squeeze(1)  # [B, D]
+        scores = torch.bmm(h_new.view(sources, per_source, -1), keys.transpose(1, 2))  # [B, N, S]
+    attention = saved.a[t]  # [B·N, S]
+    attention.copy_(torch.softmax(scores.masked_fill_(pad.unsqueeze(1), float("-inf")), dim=-1).view_as(attention))
+    context = torch.bmm(attention.view(sources, per_source, -1), values).view(h_new.size(0), -1)  # [B·N, D]
     joined = torch.cat([h_new, context], dim=1, out=saved.joined[t])  # [B, H + D]
     torch.tanh(torch.add(torch.mm(joined.to(dt), w.w_combine_t), w.b_combine), out=saved.fs[t + 1])
 
@@ -102,6 +107,8 @@ class FedAttentionGRU(torch.autograd.Function):
     def backward(ctx, d_outputs, _d_weights, d_last):
         keys, values = ctx.saved_tensors
         w, s = ctx.weights, ctx.saved
+        if s.a.size(1) != keys.size(0):
+            raise RuntimeError("the input-fed loop trains on one decoder row per source, not several")
         dt, acc, hidden = w.dtype, w.acc, w.hidden
         steps, batch = s.a.shape[:2]
         d_outputs = d_outputs.to(acc).transpose(0, 1)  # [T, B, H]
