@@ -23,17 +23,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from s2s.modules.recurrence import accumulation_dtype, gru_cell, gru_cell_backward, tanh_backward
+from s2s.modules.recurrence import (
+    accumulation_dtype,
+    cast_weight,
+    gru_cell,
+    gru_cell_backward,
+    tanh_backward,
+    weight_gradient,
+)
 
 
 class Weights:
-    """The loop's parameters, cast once per call to the dtype of the matrix products."""
+    """The loop's parameters in the dtype of the matrix products (cast once per parameter version)."""
 
     def __init__(self, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
         # element-wise work and saved activations: fp32 (or the parameters' fp64, for gradient checks)
         self.acc = acc = accumulation_dtype(w_hh)
         self.dtype = dtype = acc if dtype == torch.float32 else dtype
-        cast = lambda w: None if w is None else w.to(dtype)  # noqa: E731
+        cast = lambda w: None if w is None else cast_weight(w, dtype)  # noqa: E731
         self.w_if, self.w_hh, self.w_query, self.w_combine = cast(w_if), cast(w_hh), cast(w_query), cast(w_combine)
         self.w_if_t, self.w_hh_t, self.w_combine_t = self.w_if.t(), self.w_hh.t(), self.w_combine.t()
         self.w_query_t = None if w_query is None else self.w_query.t()
@@ -135,13 +142,13 @@ class FedAttentionGRU(torch.autograd.Function):
             dh.add_(torch.mm(g.gh[t].to(dt), w.w_hh))
             df = torch.mm(g.gi[t].to(dt), w.w_if).to(acc)
         # the weight gradients: one product each over all T × B rows
-        g_w_if = flat(g.gi).t().mm(flat(s.fs[:-1]))
-        g_w_hh = flat(g.gh).t().mm(flat(s.hs[:-1]))
-        g_w_combine = flat(g.pre).t().mm(flat(s.joined))
+        g_w_if = weight_gradient(flat(g.gi), flat(s.fs[:-1]), dt)
+        g_w_hh = weight_gradient(flat(g.gh), flat(s.hs[:-1]), dt)
+        g_w_combine = weight_gradient(flat(g.pre), flat(s.joined), dt)
         d_values = torch.bmm(s.a.permute(1, 2, 0), g.context.transpose(0, 1))  # [B, S, D]
         g_w_query = g_energy = None
         if w.energy is not None:
-            g_w_query = flat(g.query).t().mm(flat(s.hs[1:]))
+            g_w_query = weight_gradient(flat(g.query), flat(s.hs[1:]), dt)
             g_energy = torch.mv(s.energy.view(-1, s.energy.size(-1)).t(), g.scores.reshape(-1)).view(1, -1)  # [1, Q]
         else:
             d_keys = torch.bmm(g.scores.permute(1, 2, 0), s.hs[1:].transpose(0, 1))  # [B, S, Q]
