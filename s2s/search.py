@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from s2s.modules.decoders import Memory
+from s2s.modules.recurrence import reuse_weight_casts
 from s2s.tokenizer import BOS, EOS, PAD
 
 
@@ -81,9 +82,10 @@ def search(
     model, memory: Memory, limit: torch.Tensor, beam_size: int, alpha: float, nbest: int, attention: bool = False
 ) -> list[list[Hypothesis]]:
     """The ``nbest`` hypotheses of each input: greedy search when one best of a beam of one is asked for."""
-    if beam_size == 1 and nbest == 1:
-        return [[h] for h in greedy_search(model, memory, limit, attention)]
-    return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
+    with reuse_weight_casts():  # the weights cannot change during a search
+        if beam_size == 1 and nbest == 1:
+            return [[h] for h in greedy_search(model, memory, limit, attention)]
+        return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
 
 
 def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.Tensor | None) -> Hypothesis:

@@ -102,16 +102,18 @@ def test_the_encoders_gru_layers_compute_what_nn_gru_computes_gradients_included
         torch.testing.assert_close(grads[name], nn_grads[name], msg=name)
 
 
-def test_weight_casts_are_reused_until_the_parameter_changes():
-    from s2s.modules.recurrence import cast_weight
+def test_weight_casts_are_reused_only_within_a_search():
+    from s2s.modules.recurrence import cast_weight, reuse_weight_casts
 
     weight = torch.nn.Parameter(torch.randn(6, 4))
-    first = cast_weight(weight[:, 1:], torch.bfloat16)
-    assert cast_weight(weight[:, 1:], torch.bfloat16) is first  # the same slice, unchanged: no new cast
-    assert cast_weight(weight[:, :1], torch.bfloat16) is not first  # another slice is another cast
-    with torch.no_grad():
-        weight.add_(1.0)  # what an optimizer step does
-    again = cast_weight(weight[:, 1:], torch.bfloat16)
-    assert again is not first
-    torch.testing.assert_close(again, weight[:, 1:].detach().bfloat16())
+    optimizer = torch.optim.Adam([weight], lr=0.1, fused=True)  # updates in place without a version bump
+    with reuse_weight_casts():
+        first = cast_weight(weight[:, 1:], torch.bfloat16)
+        assert cast_weight(weight[:, 1:], torch.bfloat16) is first  # the same slice: no new cast
+        assert cast_weight(weight[:, :1], torch.bfloat16) is not first  # another slice is another cast
+    weight.grad = torch.ones_like(weight)
+    optimizer.step()
+    with reuse_weight_casts():
+        again = cast_weight(weight[:, 1:], torch.bfloat16)
+    torch.testing.assert_close(again, weight[:, 1:].detach().bfloat16())  # never the stale cast
     assert cast_weight(weight, torch.float32) is weight

@@ -20,29 +20,41 @@ bidirectional layer below and the decoder's input-fed loop (``input_feeding``).
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 
 import torch
 
-# (base parameter id, dtype, offset, shape, stride) → (weak reference to the base, its version, the cast)
-_casts: dict[tuple, tuple[weakref.ref, int, torch.Tensor]] = {}
+# while a search runs: (base parameter id, dtype, offset, shape, stride) → (weak reference to the base, the cast)
+_casts: dict[tuple, tuple[weakref.ref, torch.Tensor]] | None = None
+
+
+@contextmanager
+def reuse_weight_casts():
+    """Within this block, ``cast_weight`` casts each weight once. Search wraps its loop in it: decoding runs the
+    loops once per output token with unchanged weights, and casting them at every token cost ~3 % of beam search.
+    Outside it nothing is cached, because weights change in place (fused optimizers do not even bump a tensor's
+    version counter), so no cast can outlive the search that made it."""
+    global _casts
+    outer, _casts = _casts, {} if _casts is None else _casts
+    try:
+        yield
+    finally:
+        _casts = outer
 
 
 def cast_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` (a parameter or a slice of one) in ``dtype``, cast once per version of the parameter: decoding
-    runs these loops once per output token with unchanged weights, and casting them at every token cost ~3 % of
-    beam search. An optimizer step or a loaded checkpoint changes the version, and the next call casts again."""
+    """``weight`` (a parameter or a slice of one) in ``dtype``; cast once per ``reuse_weight_casts`` block."""
     if weight.dtype == dtype:
         return weight
+    if _casts is None:
+        return weight.to(dtype)
     base = weight if weight._base is None else weight._base
     key = (id(base), dtype, weight.storage_offset(), tuple(weight.shape), weight.stride())
     hit = _casts.get(key)
-    if hit is not None and hit[0]() is base and hit[1] == base._version:
-        return hit[2]
-    if len(_casts) > 256:  # forget the casts of parameters that are gone
-        for stale in [k for k, (ref, _, _) in _casts.items() if ref() is None]:
-            del _casts[stale]
+    if hit is not None and hit[0]() is base:
+        return hit[1]
     cast = weight.detach().to(dtype)
-    _casts[key] = (weakref.ref(base), base._version, cast)
+    _casts[key] = (weakref.ref(base), cast)
     return cast
 
 
