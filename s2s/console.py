@@ -22,6 +22,7 @@ class RichEvents(Events):
         )
         self.task = None
         self.scores: tuple[str, ...] = ()
+        self.working: Progress | None = None  # the bar of a preparation step, while one runs
 
     def start(self, info: dict) -> None:
         self.console.print(
@@ -48,6 +49,24 @@ class RichEvents(Events):
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+    def work(self, what: str, done: int, total: int) -> None:
+        if self.working is None:
+            if done >= total:
+                return  # nothing to do: no bar
+            self.working = Progress(
+                TextColumn(f"[bold]{what}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self.working.start()
+            self.working.add_task(what, total=total)
+        self.working.update(self.working.task_ids[0], completed=done, total=total)
+        if done >= total:
+            self.working.stop()
+            self.working = None
 
     def end(self, summary: dict) -> None:
         self.progress.stop()

@@ -146,16 +146,23 @@ class ImageCaptioner:
         self, images: list[Image.Image], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
     ) -> list[list[Caption]]:
         """The ``nbest`` captions of each picture, in input order."""
+        pixels = [image_tensor(image, self.image_size) for image in images]
+        return self.caption_inputs(pixels, beam_size, nbest, alpha)
+
+    @torch.inference_mode()
+    def caption_inputs(
+        self, inputs: list[torch.Tensor], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
+    ) -> list[list[Caption]]:
+        """Captions of pictures given as pixels [3, S, S] or as a fixed backbone's feature grids [C, h, w]."""
         beam_size = beam_size or self.config.beam_size
         alpha = self.config.length_penalty if alpha is None else alpha
         self.model.eval()
         results: list[list[Caption]] = []
-        for start in range(0, len(images), self.config.batch_size):
-            chunk = images[start : start + self.config.batch_size]
-            pixels = torch.stack([image_tensor(image, self.image_size) for image in chunk]).to(self.device)
+        for start in range(0, len(inputs), self.config.batch_size):
+            chunk = torch.stack(inputs[start : start + self.config.batch_size]).to(self.device)
             limit = torch.full((len(chunk),), self.config.max_length)
             with autocast(self.device, self.autocast_dtype):
-                hyps = search(self.model, self.model.encode(pixels), limit, beam_size, alpha, nbest)
+                hyps = search(self.model, self.model.encode(chunk), limit, beam_size, alpha, nbest)
             for options in hyps:
                 results.append([Caption(self.tokenizer.decode([h.tokens])[0], h) for h in options])
         return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sacrebleu.metrics import BLEU, CHRF
 
 
@@ -20,17 +22,38 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+PUNCTUATION = re.compile(r"[^\w\s]+")
+CAPTION_SETTING = "lowercased, punctuation removed"  # what the conventional caption BLEU scores (coco-caption's)
+
+
 def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
-    """Corpus BLEU-1 … BLEU-4 against every reference caption of each image (images may have different
-    numbers of references: sacreBLEU's ``nrefs:var``)."""
+    """Corpus BLEU-1 … BLEU-4 against every reference caption of each image (images may have different numbers
+    of references: sacreBLEU's ``nrefs:var``), in two settings: ``bleu1``…``bleu4`` the conventional one for
+    captions (lowercased, punctuation removed from hypotheses and references alike, as coco-caption scores), and
+    ``cased_bleu1``… the captions as given (mixed case, punctuation as tokens); each with its signature."""
+    plain = [strip_punctuation(h) for h in hypotheses], [[strip_punctuation(r) for r in refs] for refs in references]
+    scores = {**bleu_orders(*plain, lowercase=True), "setting": CAPTION_SETTING}
+    cased = bleu_orders(hypotheses, references, lowercase=False)
+    scores.update({f"cased_{key}": value for key, value in cased.items()})
+    scores["n_images"] = len(hypotheses)
+    return scores
+
+
+def strip_punctuation(text: str) -> str:
+    """'A dog , running .' → 'A dog running': punctuation becomes space, so 't-shirt' and 't shirt' match."""
+    return " ".join(PUNCTUATION.sub(" ", text).split())
+
+
+def bleu_orders(hypotheses: list[str], references: list[list[str]], lowercase: bool) -> dict:
+    """``bleu1``…``bleu4`` and the signature (the BLEU-4 one: orders 1-3 differ only in their ngram order)."""
     most = max((len(refs) for refs in references), default=1)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
     scores: dict = {}
     for order in (1, 2, 3, 4):
-        bleu = BLEU(max_ngram_order=order, force=True)  # captions often come tokenised (" ."): score them as given
+        # captions often come tokenised (" ."): force scores them as given, without sacreBLEU's warning
+        bleu = BLEU(max_ngram_order=order, lowercase=lowercase, force=True)
         scores[f"bleu{order}"] = round(bleu.corpus_score(hypotheses, streams).score, 2)
-    scores["signature"] = str(bleu.get_signature())  # the BLEU-4 one; orders 1-3 differ only in ngram order
-    scores["n_images"] = len(hypotheses)
+    scores["signature"] = str(bleu.get_signature())
     return scores
 
 

@@ -10,11 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s2s.config import CaptionModelConfig, ClassifierModelConfig, DecoderConfig, EncoderConfig, ModelConfig
+from s2s.config import (
+    MISSING_WEIGHTS,
+    CaptionModelConfig,
+    ClassifierModelConfig,
+    DecoderConfig,
+    EncoderConfig,
+    ImageEncoderConfig,
+    ModelConfig,
+)
 from s2s.data.batching import Batch, LabelBatch
 from s2s.errors import RecipeError
 from s2s.loss import projected_cross_entropy
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
+from s2s.modules.efficientnet import FEATURES as EFFICIENTNET_FEATURES
+from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet_lite0
 from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
@@ -109,27 +119,37 @@ def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int
     """A CNN image encoder and the very decoder translation uses (Show and Tell; with attention, Show, Attend
     and Tell): one model class, one search."""
     enc = config.encoder
+    backbone, channels, tuned = build_backbone(enc)
+    encoder = ImageEncoder(
+        backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze, tuned
+    )
+    return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
+
+
+def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Module]]:
+    """The recipe's CNN → (network, channels of its feature grid, modules fine-tuned in spite of ``freeze``)."""
     if enc.backbone == "resnet":
         if enc.pretrained:
             raise RecipeError(
-                "model.encoder.pretrained: the built-in resnet trains from scratch; use a torchvision backbone"
+                "model.encoder.pretrained: the built-in resnet trains from scratch; use a pretrained backbone"
             )
-        backbone, channels = compact_resnet(enc.channels, enc.blocks)
-    elif enc.backbone.startswith("torchvision/"):
+        return (*compact_resnet(enc.channels, enc.blocks), [])
+    if enc.backbone == "efficientnet_lite0":
+        if enc.pretrained:
+            raise RecipeError("model.encoder.pretrained: efficientnet_lite0 always loads its ImageNet weights")
         try:
-            backbone, channels = torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained)
+            net = pretrained_efficientnet_lite0()
         except ImportError:
-            raise RecipeError(
-                f"model.encoder.backbone: {enc.backbone} needs torchvision; install it with pip install 's2s[vision]'"
-            ) from None
-        except (ValueError, KeyError, OSError, RuntimeError) as error:
-            raise RecipeError(f"model.encoder.backbone: cannot build {enc.backbone}: {error}") from None
-    else:
-        raise RecipeError(f"model.encoder.backbone: {enc.backbone!r} is not one of: resnet, torchvision/NAME")
-    encoder = ImageEncoder(
-        backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze
-    )
-    return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
+            raise RecipeError(f"model.encoder.backbone: {MISSING_WEIGHTS}") from None
+        return net, EFFICIENTNET_FEATURES, last_blocks(net, enc.train_last)
+    try:
+        return (*torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained), [])
+    except ImportError:
+        raise RecipeError(
+            f"model.encoder.backbone: {enc.backbone} needs torchvision; install it with pip install 's2s[vision]'"
+        ) from None
+    except (ValueError, KeyError, OSError, RuntimeError) as error:
+        raise RecipeError(f"model.encoder.backbone: cannot build {enc.backbone}: {error}") from None
 
 
 def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNNDecoder:

@@ -162,6 +162,17 @@ def test_bleu_counts_every_reference_of_an_image():
     assert wrong["bleu4"] < 20 and wrong["bleu1"] < perfect["bleu1"]
 
 
+def test_the_conventional_caption_bleu_ignores_case_and_punctuation_and_the_cased_one_does_not():
+    references = [["A dog runs through the grass .", "The brown dog is running"]]
+    scores = caption_scores(["a dog runs through the grass"], references)
+    assert scores["bleu4"] == 100.0 and scores["setting"] == "lowercased, punctuation removed"
+    assert scores["signature"].startswith("nrefs:2|case:lc|") and scores["cased_signature"].startswith(
+        "nrefs:2|case:mixed|"
+    )
+    assert scores["cased_bleu4"] < 100.0
+    assert caption_scores(["A dog's t-shirt ."], [["a dog s t shirt"]])["bleu1"] == 100.0
+
+
 # ---------------------------------------------------------------- the model shares decoder and search
 
 
@@ -249,7 +260,9 @@ def test_caption_json_and_nbest(shapes_run, tmp_path):
 
 def test_evaluate_scores_a_split_and_a_users_folder_with_captions(shapes_run, tmp_path):
     on_split = json.loads(s2s("evaluate", shapes_run, "--split", "test", "--json").stdout)
-    assert {"bleu1", "bleu2", "bleu3", "bleu4", "signature", "n_images", "seconds"} <= on_split.keys()
+    keys = {f"{cased}bleu{n}" for cased in ("", "cased_") for n in (1, 2, 3, 4)}
+    keys |= {"signature", "cased_signature", "setting", "n_images", "seconds"}
+    assert keys <= on_split.keys() and "case:lc" in on_split["signature"]
     assert on_split["n_images"] == 16
     pictures = shapes_split(3, 32, seed=11)
     lines = []
@@ -259,11 +272,11 @@ def test_evaluate_scores_a_split_and_a_users_folder_with_captions(shapes_run, tm
     (tmp_path / "captions.txt").write_text("\n".join(lines) + "\n")
     mine = s2s("evaluate", shapes_run, "--images", tmp_path, "--captions", tmp_path / "captions.txt", "--json")
     assert mine.returncode == 0, mine.stderr
-    assert json.loads(mine.stdout)["n_images"] == 3
+    assert json.loads(mine.stdout).keys() == on_split.keys() and json.loads(mine.stdout)["n_images"] == 3
 
 
 def test_the_shipped_captioning_recipes_load():
-    for name in ("captioning-shapes", "captioning"):
+    for name in ("captioning-shapes", "captioning", "captioning-flickr8k"):
         recipe = load_recipe(f"recipes/{name}.yaml", check_files=False)
         assert recipe.task == "captioning" and recipe.train.keep_best_by == "bleu4"
 

@@ -42,6 +42,7 @@ def main() -> int:
     else:
         print(f"most frequent training caption ({times}×): {caption!r}")
         print("  ".join(f"BLEU-{n} {scores[f'bleu{n}']:.2f}" for n in (1, 2, 3, 4)), f"on {len(split.images)} images")
+        print(f"{scores['signature']} ({scores['setting']})")
     return 0
 
 

@@ -52,15 +52,26 @@ def compact_resnet(channels: list[int], blocks: int) -> tuple[nn.Module, int]:
 
 class ImageEncoder(nn.Module):
     """backbone features [B, C, h, w] → grid [B, h·w, D] with learned cell positions, and the image vector [B, D]
-    (the mean of the grid). A frozen backbone stays in eval mode (fixed BatchNorm statistics) while training."""
+    (the mean of the grid). A frozen backbone stays in eval mode (fixed BatchNorm statistics) while training; the
+    ``tuned`` modules of a frozen backbone train anyway (fine-tuning its last blocks)."""
 
     def __init__(
-        self, backbone: nn.Module, channels: int, grid_cells: int, output_size: int, dropout: float, freeze: bool
+        self,
+        backbone: nn.Module,
+        channels: int,
+        grid_cells: int,
+        output_size: int,
+        dropout: float,
+        freeze: bool,
+        tuned: list[nn.Module] = (),
     ):
         super().__init__()
-        self.backbone, self.freeze = backbone, freeze
+        self.backbone, self.freeze, self.channels = backbone, freeze, channels
         if freeze:
             self.backbone.requires_grad_(False)
+            for module in tuned:
+                module.requires_grad_(True)
+        self.backbone_trains = any(p.requires_grad for p in backbone.parameters())
         self.project = nn.Linear(channels, output_size)
         self.position = nn.Parameter(torch.zeros(grid_cells, output_size))  # where each cell is: "above", "left of"
         self.dropout = Dropout(dropout)
@@ -72,10 +83,18 @@ class ImageEncoder(nn.Module):
             self.backbone.eval()
         return self
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] (ImageNet-normalised) → the backbone's feature grid [B, C, h, w]."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trains):
+            return self.backbone(images)
+
     def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        """images [B, 3, H, W] (normalised) → EncoderOutput; ``lengths`` is unused (every cell is real)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            features = self.backbone(images)  # [B, C, h, w]
+        """images [B, 3, H, W], or the feature grids [B, C, h, w] a fixed backbone gave for them before (the feature
+        cache) → EncoderOutput; ``lengths`` is unused (every cell is real)."""
+        given = images.size(1) == self.channels and images.size(1) != 3
+        if given and self.backbone_trains:
+            raise ValueError("precomputed features given to an encoder whose backbone trains")
+        features = images if given else self.features(images)  # [B, C, h, w]
         grid = features.flatten(2).transpose(1, 2)  # [B, h·w, C]
         if grid.size(1) != self.position.size(0):
             raise ValueError(

@@ -4,8 +4,10 @@ captions the valid pictures and scores BLEU-1…4 against all their references."
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -15,9 +17,10 @@ from s2s.config import CaptioningRecipe
 from s2s.data.batching import ImageBatch, collate_images
 from s2s.data.images import BadImage, ImageCaptions, ImageSource, image_tensor, load_captioned, open_image
 from s2s.errors import DataError
+from s2s.features import FeatureCache, backbone_fingerprint, extract_features
 from s2s.inference import ImageCaptioner
 from s2s.metrics import caption_scores
-from s2s.models import Seq2Seq, build_captioner
+from s2s.models import Seq2Seq, build_backbone, build_captioner
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 
@@ -32,6 +35,7 @@ class CaptionedImages(Dataset):
     image_size: int
     augment: bool
     workers: int
+    features: torch.Tensor | None = None  # [N images, C, h, w]: a fixed backbone's grids, read instead of pixels
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -40,6 +44,8 @@ class CaptionedImages(Dataset):
         return [len(c) + 1 for c in self.captions]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], int]:
+        if self.features is not None:
+            return self.features[self.image_of[index]].float(), self.captions[index], index
         # a seed from torch's generator: seeded per data-loader worker, so augmentation is reproducible
         rng = random.Random(int(torch.randint(2**62, ()))) if self.augment else None
         image = open_image(self.images[self.image_of[index]])
@@ -49,7 +55,7 @@ class CaptionedImages(Dataset):
         return collate([self[i] for i in indices])
 
     def iterate(self, batches: list[list[int]]) -> Iterator[ImageBatch]:
-        if not self.workers:
+        if not self.workers or self.features is not None:  # features are in memory: nothing for workers to do
             return map(self.batch, batches)
         loader = DataLoader(self, batch_sampler=batches, num_workers=self.workers, collate_fn=collate)
         return iter(loader)
@@ -105,7 +111,28 @@ class CaptioningPipeline:
             f"{len(train.images):,} training images with {len(train_examples):,} captions "
             f"({dropped:,} over data.max_length = {data.max_length} tokens dropped)"
         )
-        return train_examples, self.examples(valid, augment=False, max_length=None)[0]
+        valid_examples = self.examples(valid, augment=False, max_length=None)[0]
+        if self.recipe.model.encoder.features_fixed:
+            self.attach_features([train_examples, valid_examples], events)
+        return train_examples, valid_examples
+
+    def attach_features(self, splits: list[CaptionedImages], events) -> None:
+        """Give each split its images' feature grids (from the cache, or computed once here): epochs read those."""
+        enc, data = self.recipe.model.encoder, self.recipe.data
+        backbone = build_backbone(enc)[0].eval().to(memory_format=torch.channels_last)  # ~10 % faster on CPU
+        cache = None
+        if data.feature_cache:
+            cache = FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size))
+        started, computed, total = time.monotonic(), 0, 0
+        for split in splits:
+            report = partial(events.work, f"features ({enc.backbone})")
+            split.features, fresh = extract_features(split.images, backbone, data.image_size, cache, report)
+            computed, total = computed + fresh, total + len(split.images)
+        where = f"cache {cache.folder}" if cache else "not kept: data.feature_cache is null"
+        events.message(
+            f"image features: {total - computed:,} of {total:,} images read from the cache, {computed:,} computed "
+            f"in {time.monotonic() - started:.0f} s ({where})"
+        )
 
     def examples(self, split: ImageCaptions, augment: bool, max_length: int | None) -> tuple[CaptionedImages, int]:
         """One example per caption (those over ``max_length`` tokens left out), and how many were left out."""
@@ -135,7 +162,10 @@ class CaptioningPipeline:
     def score(self, model: Seq2Seq, valid: CaptionedImages, device: torch.device, dtype) -> dict:
         """BLEU-1…4 of the (first ``eval.valid_images``) valid pictures' captions against all references."""
         count = self.recipe.eval.valid_images or len(valid.images)
-        images = [open_image(source) for source in valid.images[:count]]
-        captions = self.predictor(model, device, dtype).caption(images, beam_size=self.recipe.eval.valid_beam_size)
+        predictor, beam = self.predictor(model, device, dtype), self.recipe.eval.valid_beam_size
+        if valid.features is not None:
+            captions = predictor.caption_inputs(list(valid.features[:count].float()), beam_size=beam)
+        else:
+            captions = predictor.caption([open_image(source) for source in valid.images[:count]], beam_size=beam)
         scores = caption_scores([options[0].text for options in captions], valid.references[:count])
         return {**{f"bleu{n}": scores[f"bleu{n}"] for n in (1, 2, 3, 4)}, "signature": scores["signature"]}

