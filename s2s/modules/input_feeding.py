@@ -34,7 +34,7 @@ from s2s.modules.recurrence import (
 
 
 class Weights:
-    """The loop's parameters in the dtype of the matrix products (cast once per parameter version)."""
+    """The loop's parameters in the dtype of the matrix products (casts reused within a search)."""
 
     def __init__(self, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
         # element-wise work and saved activations: fp32 (or the parameters' fp64, for gradient checks)
