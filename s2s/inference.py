@@ -36,6 +36,7 @@ class Translator:
         self.tokenizers, self.config, self.device = tokenizers, eval_config, device
         self.autocast_dtype = autocast_dtype
 
+    @torch.no_grad()  # not inference_mode: autocast keeps its weight casts across decoding steps only under no_grad
     def translate(
         self,
         sentences: list[str],
@@ -149,7 +150,7 @@ class ImageCaptioner:
         pixels = [image_tensor(image, self.image_size) for image in images]
         return self.caption_inputs(pixels, beam_size, nbest, alpha)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see Translator.translate
     def caption_inputs(
         self, inputs: list[torch.Tensor], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
     ) -> list[list[Caption]]:
