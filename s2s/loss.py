@@ -40,7 +40,7 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         probs[rows:] = 0.0
         picked = logits[:rows].gather(1, column).squeeze(1).to(acc)  # x_y [N]
         p_picked = probs[:rows].gather(1, column).squeeze(1).to(acc)
-        del logits  # only rows whose p_y underflowed need it again
+        del logits  # freed now: rows whose p_y underflowed recompute theirs below
         lse = picked - torch.log(p_picked.clamp(min=TINY))
         unsure = p_picked < TINY
         if bool(unsure.any()):
