@@ -227,8 +227,10 @@ def evaluate_classifier(recipe, classifier, split: str | None, data: Path | None
 
 def evaluate_captioner(recipe, captioner, split, named: tuple, beam, alpha, out: Path, as_json: bool) -> None:
     from s2s.data.images import load_captioned, open_image, read_flickr8k_captions
+    from s2s.features import extract_features
     from s2s.files import atomic_write
     from s2s.metrics import caption_scores
+    from s2s.pipelines.captioning import feature_cache
 
     image_dir, captions_file = named
     if split is not None:
@@ -240,7 +242,14 @@ def evaluate_captioner(recipe, captioner, split, named: tuple, beam, alpha, out:
         named_captions = read_flickr8k_captions(captions_file)
         paths, references = [image_dir / name for name in named_captions], list(named_captions.values())
     started = time.perf_counter()
-    results = captioner.caption([open_image(p) for p in paths], beam_size=beam, alpha=alpha)
+    encoder = captioner.model.encoder
+    cache = feature_cache(recipe, encoder.backbone)
+    if cache is not None:  # the grids training computed for these images, where it did
+        grids, computed = extract_features(paths, encoder.features, recipe.data.image_size, cache)
+        typer.echo(f"image features: {len(paths) - computed:,} of {len(paths):,} read from {cache.folder}", err=True)
+        results = captioner.caption_inputs(list(grids.float()), beam_size=beam, alpha=alpha)
+    else:
+        results = captioner.caption([open_image(p) for p in paths], beam_size=beam, alpha=alpha)
     hypotheses = [options[0].text for options in results]
     result = {**caption_scores(hypotheses, references), "seconds": round(time.perf_counter() - started, 2)}
     hypotheses_file = out / f"{split or captions_file.name}.captions.tsv"

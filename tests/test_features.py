@@ -3,7 +3,11 @@ entries only, and a cache that is safe to delete. A tiny convolution stands in f
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -155,3 +159,11 @@ def test_a_second_run_reads_every_feature_grid_from_the_cache_and_they_match_the
         from_pixels = model.encode(image_tensor(open_image(valid.images[0]), 32)[None])
         from_cache = model.encode(valid.features[:1].float())
     assert torch.allclose(from_pixels.states, from_cache.states, atol=1e-2)
+    # scoring the run reads the grids training stored, with the same weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "s2s", "evaluate", str(tmp_path / "two"), "--split", "valid", "--json"]
+    scored = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert scored.returncode == 0, scored.stderr
+    count = len(valid.images)
+    assert f"image features: {count:,} of {count:,} read from {tmp_path / 'cache'}" in scored.stderr
+    assert json.loads(scored.stdout.splitlines()[-1])["n_images"] == count

@@ -13,9 +13,9 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from s2s.checkpoint import load_state, step_checkpoints
+from s2s.checkpoint import average_checkpoints, load_state, step_checkpoints
 from s2s.config import load_recipe
 from s2s.errors import RunError, TrainingError
 from s2s.train import Progress, Trainer, make_optimizer
@@ -106,6 +106,19 @@ def test_non_finite_losses_skip_the_update_and_too_many_in_a_row_stop_the_run(tm
         trainer.train_step(model, optimizer, scaler, batch, progress)
     with pytest.raises(TrainingError, match="not finite for 3 steps in a row"):
         trainer.train_step(model, optimizer, scaler, batch, progress)
+
+
+def test_the_average_of_identical_checkpoints_is_that_checkpoint(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    weights = {"w": torch.randn(7, 5, generator=generator), "b": torch.randn(5, generator=generator).bfloat16()}
+    paths = [tmp_path / f"step-{k}.safetensors" for k in range(3)]
+    for path in paths:
+        save_file(weights, str(path))
+    average_checkpoints(paths, tmp_path / "averaged.safetensors")
+    averaged = load_file(str(tmp_path / "averaged.safetensors"))
+    assert averaged.keys() == weights.keys()
+    for name, tensor in weights.items():
+        assert averaged[name].dtype == tensor.dtype and torch.equal(averaged[name], tensor)
 
 
 def test_average_writes_the_mean_of_the_last_n_checkpoints_and_it_can_be_evaluated(trained_run, tmp_path):

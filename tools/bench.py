@@ -205,6 +205,8 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
 def efficiency(trainer: Trainer, model, optimizer, scaler, train: Corpus, tokens_per_s: float) -> dict:
     """FLOPs per target token of one training step, the FLOP/s that makes at the measured speed, and that as a
     fraction of the device's matrix-product peak in the step's dtype."""
+    # One more (counted) training step, after the timed ones: the model decoded afterwards has had one more update,
+    # which changes nothing the decoding figures measure.
     indices = next(iter(training_batches(trainer.config, train)))
     batch = train.batch(indices)
     with FlopCounterMode(display=False) as counter:

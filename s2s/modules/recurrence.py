@@ -118,7 +118,7 @@ class StackedGRU(torch.autograd.Function):
         dtype = acc if dtype == torch.float32 else dtype
         steps, hidden = gi.size(0), h0.size(-1)
         gi = gi.to(acc)
-        w_t, bias = w_hh.to(dtype).transpose(1, 2), b_hh.to(acc).unsqueeze(1)  # [D, H, 3H], [D, 1, 3H]
+        w_t, bias = cast_weight(w_hh, dtype).transpose(1, 2), b_hh.to(acc).unsqueeze(1)  # [D, H, 3H], [D, 1, 3H]
         hs = gi.new_empty(steps + 1, *h0.shape)
         rz, n, gh = gi.new_empty(*gi.shape[:-1], 2 * hidden), gi.new_empty(steps, *h0.shape), torch.empty_like(gi)
         hs[0] = h0
@@ -134,7 +134,7 @@ class StackedGRU(torch.autograd.Function):
     def backward(ctx, d_states):
         w_hh, hs, rz, n, gh = ctx.saved_tensors
         acc, dtype = hs.dtype, ctx.dtype
-        w = w_hh.to(dtype)  # [D, 3H, H]
+        w = cast_weight(w_hh, dtype)  # [D, 3H, H]
         d_states = d_states.to(acc)
         d_gi, d_gh = torch.empty_like(gh), torch.empty_like(gh)
         dh = torch.zeros_like(hs[0])

@@ -66,6 +66,14 @@ def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> ImageBatch:
     return collate_images(list(images), list(captions), list(indices))
 
 
+def feature_cache(recipe: CaptioningRecipe, backbone: torch.nn.Module) -> FeatureCache | None:
+    """Where the recipe's backbone keeps its feature grids; None when it has no fixed features or no cache."""
+    enc, data = recipe.model.encoder, recipe.data
+    if not (enc.features_fixed and data.feature_cache):
+        return None
+    return FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size))
+
+
 def readable(split: ImageCaptions, policy: str, name: str, events) -> ImageCaptions:
     """The split without unreadable images (each decoded once, here, so none can fail mid-epoch)."""
     good, bad = [], []
@@ -120,9 +128,7 @@ class CaptioningPipeline:
         """Give each split its images' feature grids (from the cache, or computed once here): epochs read those."""
         enc, data = self.recipe.model.encoder, self.recipe.data
         backbone = build_backbone(enc)[0].eval().to(memory_format=torch.channels_last)  # ~10 % faster on CPU
-        cache = None
-        if data.feature_cache:
-            cache = FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size))
+        cache = feature_cache(self.recipe, backbone)
         started, computed, total = time.monotonic(), 0, 0
         for split in splits:
             report = partial(events.work, f"features ({enc.backbone})")
