@@ -4,6 +4,7 @@ distribution over real source tokens."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -142,6 +143,24 @@ def test_tied_embeddings_share_one_matrix():
     )
     model = build_seq2seq(config, VOCAB, VOCAB)
     assert model.decoder.output.weight is model.decoder.embed.weight
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_an_untrained_decoder_predicts_nearly_uniformly_whether_or_not_its_embeddings_are_tied(tied):
+    """The shared matrix starts at the output layer's scale, not the embedding's N(0, 1): logits of std ~√H at the
+    first step would cost the first thousands of updates."""
+    torch.manual_seed(0)
+    vocab = 500
+    config = ModelConfig(
+        decoder=DecoderConfig(embedding_size=128, hidden_size=128, tie_embeddings=tied),
+        encoder=EncoderConfig(embedding_size=32, hidden_size=32),
+    )
+    model = build_seq2seq(config, vocab, vocab).eval()
+    batch = collate([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14, 15, 16, 17, 18]], [0, 1])
+    logits = teacher_forced(model, batch)
+    mask = batch.tgt_out != 0
+    loss = torch.nn.functional.cross_entropy(logits[mask], batch.tgt_out[mask])
+    assert abs(loss.item() - math.log(vocab)) < 0.3
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,11 @@ class RNNDecoder(nn.Module):
             if embedding_size != hidden_size:
                 raise ValueError("tied embeddings need decoder embedding_size == hidden_size")
             self.output.weight = self.embed.weight
+            # at the output layer's scale: nn.Embedding's N(0, 1) would start the logits at std ~√H (~16 at 256),
+            # far from uniform, and training spends its first thousands of steps undoing that
+            with torch.no_grad():
+                self.embed.weight.normal_(0.0, hidden_size**-0.5)
+                self.embed.weight[PAD].zero_()
 
     def memory(self, encoded: EncoderOutput) -> Memory:
         """Kept in fp32 (fp64 in gradient checks) even under autocast: every decoding step reads it, and casting
