@@ -250,7 +250,20 @@ class TrainConfig(Section):
     patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
     log_every: int = Field(50, gt=0)
     keep_last: int = Field(5, ge=1)  # step checkpoints kept in RUN/checkpoints/ (for s2s average)
+    average_last: int = Field(
+        0, ge=0
+    )  # at the end, the mean of the newest N checkpoints is best if it validates better
     max_nonfinite_steps: int = Field(10, gt=0)  # stop after this many non-finite losses in a row
+
+    @model_validator(mode="after")
+    def _average_within_kept(self) -> TrainConfig:
+        if self.average_last > self.keep_last:
+            raise PydanticCustomError(
+                "average_last",
+                "train.average_last: {n} checkpoints, but train.keep_last keeps only {kept}",
+                {"n": self.average_last, "kept": self.keep_last},
+            )
+        return self
 
     @field_validator("max_time", mode="before")
     @classmethod

@@ -21,7 +21,16 @@ import torch
 from torch import nn
 
 from s2s.allocator import keep_freed_memory
-from s2s.checkpoint import keep_newest, load_state, load_weights, save_state, save_weights, step_checkpoint
+from s2s.checkpoint import (
+    average_checkpoints,
+    keep_newest,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+    step_checkpoint,
+    step_checkpoints,
+)
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.data.batching import batch_indices
 from s2s.distributed import Processes
@@ -120,6 +129,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+FINISHED = ("max_steps", "max_time", "max_epochs", "patience")  # why a run can end that is not an interruption
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path, events: Events | None = None, resume: bool = False):
         self.recipe, self.config = recipe, recipe.train
@@ -150,6 +162,8 @@ class Trainer:
                 stop = self.train_epoch(session, batches[session.progress.batch_in_epoch :], signals, started)
             if signals.received:
                 self.save(session)  # at once, without a validation
+            elif stop in FINISHED:
+                self.keep_average_if_better(session)
         summary = {
             "stop": stop,
             "run_dir": str(self.run_dir),
@@ -251,7 +265,11 @@ class Trainer:
         config = self.config
         if config.max_steps and progress.step >= config.max_steps:
             return "max_steps"
-        if config.max_time and time.monotonic() - started + 1.1 * validation_seconds >= config.max_time:
+        validations_left = 2 if config.average_last else 1  # the last one, and the average's
+        if (
+            config.max_time
+            and time.monotonic() - started + 1.1 * validations_left * validation_seconds >= config.max_time
+        ):
             return "max_time"
         return None
 
@@ -319,13 +337,9 @@ class Trainer:
 
     def validate(self, session: Session) -> bool:
         """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
-        config, started, progress, valid = self.config, time.monotonic(), session.progress, session.valid
-        loss = validation_loss(session.model, valid, self.recipe.eval.batch_size, self.device, self.dtype)
-        scores = self.pipeline.score(session.model, valid, self.device, self.dtype)
-        value = loss if config.keep_best_by == "loss" else scores[config.keep_best_by]
-        improved = progress.best is None or (
-            value < progress.best if config.keep_best_by == "loss" else value > progress.best
-        )
+        config, started, progress = self.config, time.monotonic(), session.progress
+        loss, scores, value = self.score_valid(session)
+        improved = self.better(value, progress.best)
         if improved:
             progress.best, progress.bad_validations = value, 0
             save_weights(session.model, self.run_dir / "best.safetensors")
@@ -347,6 +361,40 @@ class Trainer:
         self.log(record)
         self.events.validated(record)
         return bool(config.patience and progress.bad_validations >= config.patience)
+
+    def score_valid(self, session: Session) -> tuple[float, dict, float]:
+        """Validation loss, scores, and the value ``keep_best_by`` ranks by, of the model's current weights."""
+        loss = validation_loss(session.model, session.valid, self.recipe.eval.batch_size, self.device, self.dtype)
+        scores = self.pipeline.score(session.model, session.valid, self.device, self.dtype)
+        return loss, scores, loss if self.config.keep_best_by == "loss" else scores[self.config.keep_best_by]
+
+    def better(self, value: float, best: float | None) -> bool:
+        return best is None or (value < best if self.config.keep_best_by == "loss" else value > best)
+
+    def keep_average_if_better(self, session: Session) -> None:
+        """``train.average_last``: the mean of the newest N step checkpoints becomes the best weights when it
+        validates better than the best single checkpoint. Checked once, when training ends; the last weights and
+        the trainer state stay as they were, so a resumed run goes on from them."""
+        count, progress = self.config.average_last, session.progress
+        chosen = step_checkpoints(self.run_dir)[-count:] if count else []
+        if len(chosen) < 2 or not self.processes.main:
+            return
+        averaged = self.run_dir / "averaged.safetensors"
+        average_checkpoints(chosen, averaged)
+        last = {name: tensor.clone() for name, tensor in session.model.state_dict().items()}
+        load_weights(session.model, averaged)
+        loss, scores, value = self.score_valid(session)
+        kept = self.better(value, progress.best)
+        if kept:
+            progress.best = value
+            save_weights(session.model, self.run_dir / "best.safetensors")
+        session.model.load_state_dict(last)
+        record = {"event": "averaged", "checkpoints": [p.stem for p in chosen], "loss": round(loss, 4), **scores}
+        self.log({**record, "kept": kept, "best": progress.best})
+        verdict = "kept as the best weights" if kept else "not better than the best checkpoint"
+        self.events.message(
+            f"average of the last {len(chosen)} checkpoints: {self.config.keep_best_by} {value:.2f}, {verdict}"
+        )
 
     def save(self, session: Session) -> None:
         if not self.processes.main:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
@@ -124,3 +126,21 @@ def test_early_stopping_after_patience_validations_without_improvement(tmp_path)
     summary = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), tmp_path / "run").run()
     assert summary["stop"] == "patience"
     assert summary["steps"] == 6
+
+
+def test_average_last_keeps_the_average_of_the_last_checkpoints_only_when_it_validates_better(tmp_path):
+    tree = {**TINY, "train": {**TINY["train"], "max_steps": 30, "validate_every": 10, "average_last": 3}}
+    run = tmp_path / "run"
+    summary = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), run).run()
+    (averaged,) = log_records(run, "averaged")
+    assert averaged["checkpoints"] == ["step-00000010", "step-00000020", "step-00000030"]
+    best_single = max(record["bleu"] for record in log_records(run, "valid"))
+    assert averaged["kept"] == (averaged["bleu"] > best_single)
+    assert summary["best"] == max(best_single, averaged["bleu"])
+    best, average = load_file(str(run / "best.safetensors")), load_file(str(run / "averaged.safetensors"))
+    assert all(torch.equal(best[name], average[name]) for name in best) == averaged["kept"]
+
+
+def test_average_last_cannot_exceed_the_checkpoints_kept(tmp_path):
+    with pytest.raises(RecipeError, match="train.average_last: 6 checkpoints, but train.keep_last keeps only 5"):
+        load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.average_last=6"])
