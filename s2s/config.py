@@ -250,9 +250,7 @@ class TrainConfig(Section):
     patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
     log_every: int = Field(50, gt=0)
     keep_last: int = Field(5, ge=1)  # step checkpoints kept in RUN/checkpoints/ (for s2s average)
-    average_last: int = Field(
-        0, ge=0
-    )  # at the end, the mean of the newest N checkpoints is best if it validates better
+    average_last: int = Field(0, ge=0)  # at the end: the mean of the last N checkpoints, if it validates better
     max_nonfinite_steps: int = Field(10, gt=0)  # stop after this many non-finite losses in a row
 
     @model_validator(mode="after")

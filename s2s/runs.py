@@ -5,6 +5,7 @@ tokenizer/           SentencePiece model(s); labels.json for classification
 best.safetensors     weights with the best validation score
 last.safetensors     weights at the last checkpoint; last.state.pt holds the trainer state
 checkpoints/         the newest step checkpoints (for s2s average)
+averaged.safetensors the mean of the newest step checkpoints (s2s average, or train.average_last)
 log.jsonl            one JSON object per log line / validation
 """
 
