@@ -242,7 +242,7 @@ def evaluate_captioner(recipe, captioner, split, named: tuple, beam, alpha, out:
         named_captions = read_flickr8k_captions(captions_file)
         paths, references = [image_dir / name for name in named_captions], list(named_captions.values())
     started = time.perf_counter()
-    encoder = captioner.model.encoder
+    encoder = captioner.model.eval().encoder  # grids computed here are stored: fixed batch-norm statistics
     cache = feature_cache(recipe, encoder.backbone)
     if cache is not None:  # the grids training computed for these images, where it did
         grids, computed = extract_features(paths, encoder.features, recipe.data.image_size, cache)
