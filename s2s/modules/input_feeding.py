@@ -16,16 +16,24 @@ One step (GRU, single layer; PyTorch's gate layout and equations, so the weights
 
 Matrix products run in ``dtype`` (bf16 under autocast); gates, attention weights and saved activations stay in
 fp32. The tests check this loop against ``RNNDecoder``'s general autograd path, gradients included.
+
+When training on the CPU (fp32 or bf16 products), the same loop runs in the compiled kernels of ``s2s.kernels``,
+which fuse each step's element-wise work and split the batch between the cores; this Python loop is their
+reference, and the path for search (several rows per source), other devices and fp64.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
+from s2s import kernels
 from s2s.modules.recurrence import (
     accumulation_dtype,
     cast_weight,
+    compiled_loops,
     gru_cell,
     gru_cell_backward,
     tanh_backward,
@@ -51,11 +59,13 @@ class Weights:
 
 class Activations:
     """What the forward saves for the backward, preallocated for all T steps (no per-step lists to stack):
-    ``hs`` and ``fs`` hold T + 1 states and fed vectors, the initial ones first."""
+    ``hs`` and ``fs`` hold T + 1 states and fed vectors, the initial ones first (``hs_t`` and ``fs_t`` are the
+    weight gradients' inputs, here the same tensors)."""
 
     def __init__(self, steps, batch, hidden, source, query, context, bahdanau, like):
         new = lambda *shape: like.new_empty(steps, *shape)  # noqa: E731
         self.hs, self.fs = like.new_empty(steps + 1, batch, hidden), like.new_empty(steps + 1, batch, hidden)
+        self.hs_t, self.fs_t = self.hs, self.fs
         self.rz, self.n, self.gh = new(batch, 2 * hidden), new(batch, hidden), new(batch, 3 * hidden)
         self.energy = new(batch, source, query) if bahdanau else None
         self.a, self.joined = new(batch, source), new(batch, hidden + context)
@@ -88,21 +98,28 @@ def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
 
 class FedAttentionGRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
+    def forward(
+        ctx, x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype, training
+    ):
         """x [B, T, 3H] input gates of every position; h0, f0 [B, H]; keys [B, S, Q]; values [B, S, D]
         → attentional vectors [B, T, H], attention weights [B, T, S], the last state [B, H]."""
         w = Weights(w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype)
         ctx.input_dtypes = (x.dtype, h0.dtype, keys.dtype, values.dtype)
         acc = w.acc
-        x, keys, values, pad = x.to(acc), keys.to(acc), values.to(acc), ~mask
-        batch, steps = x.shape[:2]
-        saved = Activations(
-            steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), w.energy is not None, keys
-        )
-        saved.hs[0], saved.fs[0] = h0, f0
-        with torch.autocast(x.device.type, enabled=False):  # the dtypes here are chosen by hand
-            for t in range(steps):
-                step(t, x[:, t], keys, values, pad, w, saved)
+        x, keys, values = x.to(acc), keys.to(acc), values.to(acc)
+        # training only: search keeps the Python loop, whose N rows per source the kernels do not cover
+        ctx.compiled = training and h0.size(0) == keys.size(0) and compiled_loops(x, acc, w.dtype)
+        if ctx.compiled:
+            saved = forward_compiled(x, h0.to(acc), f0.to(acc), keys, values, mask, w)
+        else:
+            batch, steps = x.shape[:2]
+            saved = Activations(
+                steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), w.energy is not None, keys
+            )
+            saved.hs[0], saved.fs[0] = h0, f0
+            with torch.autocast(x.device.type, enabled=False):  # the dtypes here are chosen by hand
+                for t in range(steps):
+                    step(t, x[:, t], keys, values, ~mask, w, saved)
         ctx.weights, ctx.saved = w, saved
         ctx.save_for_backward(keys, values)
         outputs = saved.fs[1:].transpose(0, 1)  # [B, T, H]
@@ -116,42 +133,19 @@ class FedAttentionGRU(torch.autograd.Function):
         w, s = ctx.weights, ctx.saved
         if s.a.size(1) != keys.size(0):
             raise RuntimeError("the input-fed loop trains on one decoder row per source, not several")
-        dt, acc, hidden = w.dtype, w.acc, w.hidden
-        steps, batch = s.a.shape[:2]
+        dt, acc = w.dtype, w.acc
         d_outputs = d_outputs.to(acc).transpose(0, 1)  # [T, B, H]
-        dh = torch.zeros_like(s.hs[0]) if d_last is None else d_last.to(acc)
-        df = torch.zeros_like(dh)
-        g = Gradients(steps, batch, hidden, keys.size(2), values.size(2), keys)
-        d_keys = torch.zeros_like(keys) if w.energy is not None else None
-        for t in reversed(range(steps)):
-            pre = tanh_backward(d_outputs[t] + df, s.fs[t + 1], out=g.pre[t])  # through o = tanh(...)
-            d_joined = torch.mm(pre.to(dt), w.w_combine)  # [B, H + D]
-            dc = g.context[t].copy_(d_joined[:, hidden:])
-            dh_new = torch.add(dh, d_joined[:, :hidden])
-            a = s.a[t]
-            da = torch.bmm(values, dc.unsqueeze(2)).squeeze(2)  # [B, S]
-            ds = torch.mul(a, da - (a * da).sum(1, keepdim=True), out=g.scores[t])  # softmax backward
-            if w.energy is not None:
-                de = tanh_backward(ds.unsqueeze(2) * w.energy, s.energy[t])  # [B, S, Q]
-                d_keys += de
-                dq = torch.sum(de, 1, out=g.query[t])  # [B, Q]
-                dh_new += torch.mm(dq.to(dt), w.w_query)
-            else:
-                dh_new += torch.bmm(ds.unsqueeze(1), keys).squeeze(1)
-            dh = gru_cell_backward(dh_new, s.hs[t], s.rz[t], s.n[t], s.gh[t], g.gi[t], g.gh[t])
-            dh.add_(torch.mm(g.gh[t].to(dt), w.w_hh))
-            df = torch.mm(g.gi[t].to(dt), w.w_if).to(acc)
+        d_last = None if d_last is None else d_last.to(acc)
+        backward = backward_compiled if ctx.compiled else backward_loop
+        g, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = backward(d_outputs, d_last, keys, values, w, s)
         # the weight gradients: one product each over all T × B rows
-        g_w_if = weight_gradient(flat(g.gi), flat(s.fs[:-1]), dt)
-        g_w_hh = weight_gradient(flat(g.gh), flat(s.hs[:-1]), dt)
+        g_w_if = weight_gradient(flat(g.gi), flat(s.fs_t[:-1]), dt)
+        g_w_hh = weight_gradient(flat(g.gh), flat(s.hs_t[:-1]), dt)
         g_w_combine = weight_gradient(flat(g.pre), flat(s.joined), dt)
         d_values = torch.bmm(s.a.permute(1, 2, 0), g.context.transpose(0, 1))  # [B, S, D]
-        g_w_query = g_energy = None
+        g_w_query = None
         if w.energy is not None:
-            g_w_query = weight_gradient(flat(g.query), flat(s.hs[1:]), dt)
-            g_energy = torch.mv(s.energy.view(-1, s.energy.size(-1)).t(), g.scores.reshape(-1)).view(1, -1)  # [1, Q]
-        else:
-            d_keys = torch.bmm(g.scores.permute(1, 2, 0), s.hs[1:].transpose(0, 1))  # [B, S, Q]
+            g_w_query = weight_gradient(flat(g.query), flat(s.hs_t[1:]), dt)
         x_dtype, h_dtype, k_dtype, v_dtype = ctx.input_dtypes
         return (
             g.gi.transpose(0, 1).to(x_dtype),
@@ -162,13 +156,98 @@ class FedAttentionGRU(torch.autograd.Function):
             None,
             g_w_if,
             g_w_hh,
-            flat(g.gh).sum(0),
+            d_b_hh,
             g_w_query,
             g_energy,
             g_w_combine,
-            flat(g.pre).sum(0),
+            d_b_combine,
+            None,
             None,
         )
+
+
+def backward_loop(d_outputs, d_last, keys, values, w: Weights, s: Activations):
+    """The backward loop in Python: d_outputs [T, B, H], d_last [B, H] or None → the per-step gradients, the keys',
+    the energy vector's and the two biases' gradients, and those of h0 and f0."""
+    dt, acc, hidden = w.dtype, w.acc, w.hidden
+    steps, batch = s.a.shape[:2]
+    dh = torch.zeros_like(s.hs[0]) if d_last is None else d_last
+    df = torch.zeros_like(dh)
+    g = Gradients(steps, batch, hidden, keys.size(2), values.size(2), keys)
+    d_keys = torch.zeros_like(keys) if w.energy is not None else None
+    for t in reversed(range(steps)):
+        pre = tanh_backward(d_outputs[t] + df, s.fs[t + 1], out=g.pre[t])  # through o = tanh(...)
+        d_joined = torch.mm(pre.to(dt), w.w_combine)  # [B, H + D]
+        dc = g.context[t].copy_(d_joined[:, hidden:])
+        dh_new = torch.add(dh, d_joined[:, :hidden])
+        a = s.a[t]
+        da = torch.bmm(values, dc.unsqueeze(2)).squeeze(2)  # [B, S]
+        ds = torch.mul(a, da - (a * da).sum(1, keepdim=True), out=g.scores[t])  # softmax backward
+        if w.energy is not None:
+            de = tanh_backward(ds.unsqueeze(2) * w.energy, s.energy[t])  # [B, S, Q]
+            d_keys += de
+            dq = torch.sum(de, 1, out=g.query[t])  # [B, Q]
+            dh_new += torch.mm(dq.to(dt), w.w_query)
+        else:
+            dh_new += torch.bmm(ds.unsqueeze(1), keys).squeeze(1)
+        dh = gru_cell_backward(dh_new, s.hs[t], s.rz[t], s.n[t], s.gh[t, :, 2 * hidden :], g.gi[t], g.gh[t])
+        dh.add_(torch.mm(g.gh[t].to(dt), w.w_hh))
+        df = torch.mm(g.gi[t].to(dt), w.w_if).to(acc)
+    g_energy = None
+    if w.energy is not None:
+        g_energy = torch.mv(s.energy.view(-1, s.energy.size(-1)).t(), g.scores.reshape(-1)).view(1, -1)  # [1, Q]
+    else:
+        d_keys = torch.bmm(g.scores.permute(1, 2, 0), s.hs[1:].transpose(0, 1))  # [B, S, Q]
+    return g, d_keys, g_energy, flat(g.gh).sum(0), flat(g.pre).sum(0), dh, df
+
+
+def forward_compiled(x, h0, f0, keys, values, mask, w: Weights) -> SimpleNamespace:
+    """The forward loop in the compiled kernels: what ``Activations`` holds, with gh_n (the n part of the hidden
+    gates) and the Bahdanau queries instead of the [T, B, S, Q] energies, which the backward recomputes, and with
+    the states and fed vectors also in the products' dtype (``hs_t``, ``fs_t``), for the weight gradients."""
+    bahdanau = w.energy is not None
+    hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined = kernels.ops().fed_attention_forward(
+        x.to(w.dtype).contiguous(),
+        h0.contiguous(),
+        f0.contiguous(),
+        keys.contiguous(),
+        values.contiguous(),
+        mask.contiguous(),
+        *(t.detach().contiguous() for t in (w.w_if, w.w_hh, w.b_hh)),
+        w.w_query.detach().contiguous() if bahdanau else None,
+        w.energy.detach().contiguous() if bahdanau else None,
+        w.w_combine.detach().contiguous(),
+        w.b_combine.detach().contiguous(),
+        kernels.parts(),
+    )
+    return SimpleNamespace(hs=hs, fs=fs, hs_t=hs_t, fs_t=fs_t, rz=rz, n=n, gh_n=gh_n, query=query, a=a, joined=joined)
+
+
+def backward_compiled(d_outputs, d_last, keys, values, w: Weights, s: SimpleNamespace):
+    """``backward_loop`` in the compiled kernels (the per-step gradients in the products' dtype)."""
+    bahdanau = w.energy is not None
+    g_gi, g_gh, g_pre, g_query, g_context, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = (
+        kernels.ops().fed_attention_backward(
+            d_outputs.contiguous(),
+            d_last,
+            s.hs,
+            s.fs,
+            s.rz,
+            s.n,
+            s.gh_n,
+            s.query,
+            s.a,
+            keys.contiguous(),
+            values.contiguous(),
+            *(t.detach().contiguous() for t in (w.w_if, w.w_hh)),
+            w.w_query.detach().contiguous() if bahdanau else None,
+            w.energy.detach().contiguous() if bahdanau else None,
+            w.w_combine.detach().contiguous(),
+            kernels.parts(),
+        )
+    )
+    g = SimpleNamespace(gi=g_gi, gh=g_gh, pre=g_pre, context=g_context, query=g_query)
+    return g, d_keys, g_energy.view(1, -1) if bahdanau else None, d_b_hh, d_b_combine, dh, df
 
 
 class Gradients:
@@ -187,7 +266,8 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 
 def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, dtype):
     """The loop over modules' parameters: ``rnn`` an ``nn.GRU`` of one layer whose input is [embedding; feed],
-    ``attention`` an ``Attention``, ``combine`` the ``nn.Linear`` over [h; context]."""
+    ``attention`` an ``Attention``, ``combine`` the ``nn.Linear`` over [h; context]. With gradients enabled
+    (training) the compiled kernels run it where they can."""
     embedding_size = rnn.input_size - rnn.hidden_size
     w_if = rnn.weight_ih_l0[:, embedding_size:]
     bahdanau = attention.kind == "bahdanau"
@@ -206,6 +286,7 @@ def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, dt
         combine.weight,
         combine.bias,
         dtype,
+        torch.is_grad_enabled(),
     )
 
 

@@ -1,0 +1,572 @@
+// The CPU time loops of s2s.modules.recurrence (the encoder's GRU layers) and s2s.modules.input_feeding (the
+// input-fed attentional decoder), forward and backward, in C++.
+//
+// The Python loops run ~25 element-wise operations per step on [64, 256..768] tensors; each one is a dispatch, a
+// pass over memory and, below PyTorch's grain size, one core. Here a step is its few matrix products (at::mm, which
+// reaches oneDNN's AMX kernels in bf16) around two or three fused loops that read each activation once. The batch
+// rows (and the directions of a bidirectional layer) are split into `parts`, one per core, and each part runs the
+// whole loop on its own rows: the rows of a recurrent step are independent, so the cores never wait for each other
+// until the loop ends.
+//
+// Equations and gate layout are those of the Python loops, which stay the reference (and the path for other devices
+// and dtypes); tests/test_kernels.py checks the two against each other. Matrix products run in `T`, the autocast
+// dtype (float or BFloat16); the gates come in T and their gradients leave in T, as autocast's products make and
+// take them; element-wise work, saved activations and the bias gradients (summed per part as the loop goes) stay in
+// fp32. The loops write the T copies that the next product, or a weight gradient's, reads as they go, instead of
+// casting whole tensors afterwards.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// tanh as a rational function (degree 13 over 6 in x, the form Eigen uses): the compiler vectorizes loops of it,
+// which it cannot do for std::tanh. Beyond ±7.9 fp32's tanh is ±1 to within half an ulp.
+inline float fast_tanh(float x) {
+  constexpr float limit = 7.90531110763549805f;
+  x = std::min(std::max(x, -limit), limit);
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return x * p / q;
+}
+
+inline float fast_sigmoid(float x) { return 0.5f + 0.5f * fast_tanh(0.5f * x); }
+
+// Conversions between fp32 and T without branches, so that loops of them vectorize (c10's BFloat16 conversion
+// tests for NaN with a branch). Rounding is to nearest even, NaN stays NaN: what c10 does.
+inline float load(float v) { return v; }
+inline float load(c10::BFloat16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline void store(float& to, float v) { to = v; }
+inline void store(c10::BFloat16& to, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits = v != v ? 0x7FC00000u : bits + 0x7FFFu + ((bits >> 16) & 1u);
+  to.x = static_cast<uint16_t>(bits >> 16);
+}
+
+// What each part computes: rows [begin, end) of direction `direction`.
+struct Part {
+  int64_t index, direction, begin, end;
+  int64_t rows() const { return end - begin; }
+};
+
+// Split `directions` × `batch` rows into about `parts` pieces and run `body` on each, one piece per thread.
+template <typename Body>
+void for_each_part(int64_t directions, int64_t batch, int64_t parts, const Body& body) {
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(batch, parts / directions));
+  const int64_t count = directions * blocks;
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    // the workers are not the caller's thread: no autograd there, and none wanted (out= products of plain buffers)
+    c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+    for (int64_t p = first; p < last; ++p) {
+      const int64_t block = p % blocks, size = (batch + blocks - 1) / blocks;
+      const int64_t begin = std::min(batch, block * size), end = std::min(batch, begin + size);
+      if (begin < end) body(Part{p, p / blocks, begin, end});
+    }
+  });
+}
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return t.data_ptr<T>();
+}
+
+// One GRU step for one row (PyTorch's equations and gate order r, z, n):
+//   gi = x (+ gi_mm);  gh = gh_mm + b_hh;  r, z = σ(gi + gh);  n = tanh(gi_n + r ⊙ gh_n);  h' = n + z ⊙ (h - n)
+// Saves r, z, n and gh_n (all the backward needs); writes h' in fp32 and in T.
+template <typename T, bool with_mm>
+inline void gru_row(int64_t H, const T* __restrict__ x, const T* __restrict__ gi_mm, const T* __restrict__ gh_mm,
+                    const float* __restrict__ b_hh, const float* __restrict__ h, float* __restrict__ rz,
+                    float* __restrict__ n, float* __restrict__ gh_n, float* __restrict__ h_out,
+                    T* __restrict__ h_out_t) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    float gi_r = load(x[j]), gi_z = load(x[H + j]), gi_n = load(x[2 * H + j]);
+    if (with_mm) {
+      gi_r += load(gi_mm[j]);
+      gi_z += load(gi_mm[H + j]);
+      gi_n += load(gi_mm[2 * H + j]);
+    }
+    const float r = fast_sigmoid(gi_r + load(gh_mm[j]) + b_hh[j]);
+    const float z = fast_sigmoid(gi_z + load(gh_mm[H + j]) + b_hh[H + j]);
+    const float ghn = load(gh_mm[2 * H + j]) + b_hh[2 * H + j];
+    const float nn = fast_tanh(gi_n + r * ghn);
+    const float hn = nn + z * (h[j] - nn);
+    rz[j] = r;
+    rz[H + j] = z;
+    n[j] = nn;
+    gh_n[j] = ghn;
+    h_out[j] = hn;
+    store(h_out_t[j], hn);
+  }
+}
+
+// The gradient of gru_row: from dh' (of the new state) the gradients of the input gates (d_gi) and the hidden gates
+// (d_gh) in T, the latter's sum into d_b_hh; dh (of the old state) gets the part that flows around the gates (the
+// caller adds d_gh · W_hh).
+template <typename T>
+inline void gru_row_backward(int64_t H, const float* __restrict__ dh_new, const float* __restrict__ h,
+                             const float* __restrict__ rz, const float* __restrict__ n, const float* __restrict__ gh_n,
+                             T* __restrict__ d_gi, T* __restrict__ d_gh, float* __restrict__ d_b_hh,
+                             float* __restrict__ dh) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const float r = rz[j], z = rz[H + j], nn = n[j], g = dh_new[j];
+    const float dn = g * (1.0f - z) * (1.0f - nn * nn);
+    const float dr = dn * gh_n[j] * r * (1.0f - r);
+    const float dz = g * (h[j] - nn) * z * (1.0f - z);
+    store(d_gi[j], dr);
+    store(d_gi[H + j], dz);
+    store(d_gi[2 * H + j], dn);
+    store(d_gh[j], dr);
+    store(d_gh[H + j], dz);
+    store(d_gh[2 * H + j], dn * r);
+    d_b_hh[j] += dr;
+    d_b_hh[H + j] += dz;
+    d_b_hh[2 * H + j] += dn * r;
+    dh[j] = g * z;
+  }
+}
+
+template <typename T>
+void cast_rows(const float* __restrict__ from, T* __restrict__ to, int64_t count) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) store(to[i], from[i]);
+}
+
+// ---------------------------------------------------------------- the encoder: D GRUs of one layer side by side
+
+// gi [S, D, B, 3H] input gates in T (b_ih included), h0 [D, B, H], w_hh [D, 3H, H] in T, b_hh [D, 3H]
+// → hs [S + 1, D, B, H] (h0 first) and hs_t, the same in T; rz [S, D, B, 2H]; n, gh_n [S, D, B, H]
+template <typename T>
+std::vector<Tensor> gru_forward_impl(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh,
+                                     int64_t parts) {
+  const int64_t S = gi.size(0), D = gi.size(1), B = gi.size(2), H = h0.size(2);
+  const auto f32 = h0.options();
+  auto hs = at::empty({S + 1, D, B, H}, f32), hs_t = at::empty({S + 1, D, B, H}, w_hh.options());
+  auto rz = at::empty({S, D, B, 2 * H}, f32), n = at::empty({S, D, B, H}, f32), gh_n = at::empty({S, D, B, H}, f32);
+  hs[0].copy_(h0);
+  hs_t[0].copy_(h0);
+  const T* x = ptr<T>(gi);
+  float *hs_p = ptr<float>(hs), *rz_p = ptr<float>(rz), *n_p = ptr<float>(n), *gh_n_p = ptr<float>(gh_n);
+  T* hs_t_p = ptr<T>(hs_t);
+  for_each_part(D, B, parts, [&](Part p) {
+    const int64_t d = p.direction, rows = p.rows();
+    auto w_t = w_hh[d].t();
+    auto gh_mm = at::empty({rows, 3 * H}, w_hh.options());
+    const T* gh = ptr<T>(gh_mm);
+    const float* b = ptr<float>(b_hh) + d * 3 * H;
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t first = (t * D + d) * B + p.begin, next = first + D * B;  // rows of step t, of state t + 1
+      at::mm_out(gh_mm, hs_t.select(0, t).select(0, d).narrow(0, p.begin, rows), w_t);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = first + i;
+        gru_row<T, false>(H, x + row * 3 * H, nullptr, gh + i * 3 * H, b, hs_p + row * H, rz_p + row * 2 * H,
+                          n_p + row * H, gh_n_p + row * H, hs_p + (next + i) * H, hs_t_p + (next + i) * H);
+      }
+    }
+  });
+  return {hs, hs_t, rz, n, gh_n};
+}
+
+// d_states [S, D, B, H] and the forward's saved tensors → d_gi, d_gh [S, D, B, 3H] in T, d_b_hh [D, 3H], dh0 [D, B, H]
+template <typename T>
+std::vector<Tensor> gru_backward_impl(const Tensor& d_states, const Tensor& hs, const Tensor& rz, const Tensor& n,
+                                      const Tensor& gh_n, const Tensor& w_hh, int64_t parts) {
+  const int64_t S = d_states.size(0), D = d_states.size(1), B = d_states.size(2), H = d_states.size(3);
+  const auto f32 = d_states.options();
+  auto d_gi = at::empty({S, D, B, 3 * H}, w_hh.options()), d_gh = at::empty({S, D, B, 3 * H}, w_hh.options());
+  auto dh0 = at::empty({D, B, H}, f32);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(B, parts / D));
+  auto d_b_hh = at::zeros({D * blocks, 3 * H}, f32);  // one row per part
+  const float *grad = ptr<float>(d_states), *hs_p = ptr<float>(hs), *rz_p = ptr<float>(rz), *n_p = ptr<float>(n);
+  const float* gh_n_p = ptr<float>(gh_n);
+  T *d_gi_p = ptr<T>(d_gi), *d_gh_p = ptr<T>(d_gh);
+  float* dh0_p = ptr<float>(dh0);
+  for_each_part(D, B, parts, [&](Part p) {
+    const int64_t d = p.direction, rows = p.rows();
+    auto w = w_hh[d];
+    auto carried = at::zeros({rows, H}, w_hh.options());  // d_gh · W_hh of the step after, in T
+    const T* from_next = ptr<T>(carried);
+    float* bias = ptr<float>(d_b_hh) + p.index * 3 * H;
+    std::vector<float> dh(rows * H, 0.0f), dh_new(H);
+    for (int64_t t = S - 1; t >= 0; --t) {
+      const int64_t first = (t * D + d) * B + p.begin;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = first + i;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) dh_new[j] = grad[row * H + j] + dh[i * H + j] + load(from_next[i * H + j]);
+        gru_row_backward<T>(H, dh_new.data(), hs_p + row * H, rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H,
+                            d_gi_p + row * 3 * H, d_gh_p + row * 3 * H, bias, dh.data() + i * H);
+      }
+      at::mm_out(carried, d_gh.select(0, t).select(0, d).narrow(0, p.begin, rows), w);
+    }
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < H; ++j) dh0_p[(d * B + p.begin + i) * H + j] = dh[i * H + j] + load(from_next[i * H + j]);
+  });
+  return {d_gi, d_gh, d_b_hh.view({D, blocks, 3 * H}).sum(1), dh0};
+}
+
+// ------------------------------------------------------------- the decoder: input-fed GRU with attention
+
+// Attention for one row: scores over the source (bahdanau: v · tanh(keys + query); luong: keys · h), a softmax over
+// the real positions, the context; writes the weights a [S] and [h; context] in T for the combining product.
+template <typename T>
+inline void attend_row(int64_t S, int64_t Q, int64_t H, int64_t D, const float* __restrict__ keys,
+                       const float* __restrict__ values, const bool* __restrict__ real, const float* __restrict__ query,
+                       const float* __restrict__ energy, const float* __restrict__ h, float* __restrict__ a,
+                       float* __restrict__ context, T* __restrict__ joined) {
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < S; ++s) {
+    float score = -std::numeric_limits<float>::infinity();
+    if (real[s]) {
+      const float* k = keys + s * Q;
+      float sum = 0.0f;
+      if (energy) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t q = 0; q < Q; ++q) sum += energy[q] * fast_tanh(k[q] + query[q]);
+      } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t q = 0; q < Q; ++q) sum += k[q] * h[q];
+      }
+      score = sum;
+      top = std::max(top, score);
+    }
+    a[s] = score;
+  }
+  float total = 0.0f;
+  for (int64_t s = 0; s < S; ++s) {
+    a[s] = real[s] ? std::exp(a[s] - top) : 0.0f;
+    total += a[s];
+  }
+  const float scale = total > 0.0f ? 1.0f / total : 0.0f;
+  for (int64_t c = 0; c < D; ++c) context[c] = 0.0f;
+  for (int64_t s = 0; s < S; ++s) {
+    a[s] *= scale;
+    if (a[s] == 0.0f) continue;
+    const float* v = values + s * D;
+    const float w = a[s];
+#pragma omp simd
+    for (int64_t c = 0; c < D; ++c) context[c] += w * v[c];
+  }
+  cast_rows(h, joined, H);
+  cast_rows(context, joined + H, D);
+}
+
+// x [B, T, 3H] input gates of the embedded words in T (b_ih included); h0, f0 [B, H]; keys [B, S, Q]; values
+// [B, S, D]; mask [B, S] (true at real positions); w_if [3H, H], w_hh [3H, H], w_query [Q, H] (bahdanau), w_combine
+// [H, H + D] in T; b_hh [3H], energy [Q] (bahdanau), b_combine [H]
+// → hs, fs [T + 1, B, H] (the initial ones first) and hs_t, fs_t, the same in T; rz [T, B, 2H]; n, gh_n [T, B, H];
+//   query [T, B, Q] (bahdanau); a [T, B, S]; joined [T, B, H + D] in T
+template <typename T>
+std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Tensor& f0, const Tensor& keys,
+                                     const Tensor& values, const Tensor& mask, const Tensor& w_if, const Tensor& w_hh,
+                                     const Tensor& b_hh, const c10::optional<Tensor>& w_query,
+                                     const c10::optional<Tensor>& energy, const Tensor& w_combine,
+                                     const Tensor& b_combine, int64_t parts) {
+  const bool bahdanau = energy.has_value();
+  const int64_t B = x.size(0), T_ = x.size(1), S = keys.size(1), Q = keys.size(2), D = values.size(2);
+  const int64_t H = h0.size(1);
+  const auto f32 = h0.options(), tt = w_hh.options();
+  auto hs = at::empty({T_ + 1, B, H}, f32), fs = at::empty({T_ + 1, B, H}, f32);
+  auto hs_t = at::empty({T_ + 1, B, H}, tt), fs_t = at::empty({T_ + 1, B, H}, tt);
+  auto rz = at::empty({T_, B, 2 * H}, f32), n = at::empty({T_, B, H}, f32), gh_n = at::empty({T_, B, H}, f32);
+  auto a = at::empty({T_, B, S}, f32), query = at::empty({bahdanau ? T_ : 0, B, Q}, f32);
+  auto joined = at::empty({T_, B, H + D}, tt);
+  hs[0].copy_(h0);
+  fs[0].copy_(f0);
+  hs_t[0].copy_(h0);
+  fs_t[0].copy_(f0);
+  auto w_if_t = w_if.t(), w_hh_t = w_hh.t(), w_combine_t = w_combine.t();
+  auto w_query_t = bahdanau ? w_query->t() : Tensor();
+  const float* v = bahdanau ? ptr<float>(*energy) : nullptr;
+  const T* x_p = ptr<T>(x);
+  const float *keys_p = ptr<float>(keys), *values_p = ptr<float>(values), *b_hh_p = ptr<float>(b_hh);
+  const float* b_c = ptr<float>(b_combine);
+  const bool* mask_p = ptr<bool>(mask);
+  float *hs_p = ptr<float>(hs), *fs_p = ptr<float>(fs), *rz_p = ptr<float>(rz), *n_p = ptr<float>(n);
+  float *gh_n_p = ptr<float>(gh_n), *a_p = ptr<float>(a), *query_p = bahdanau ? ptr<float>(query) : nullptr;
+  T *hs_t_p = ptr<T>(hs_t), *fs_t_p = ptr<T>(fs_t), *joined_p = ptr<T>(joined);
+  for_each_part(1, B, parts, [&](Part p) {
+    const int64_t rows = p.rows();
+    auto gi_mm = at::empty({rows, 3 * H}, tt), gh_mm = at::empty({rows, 3 * H}, tt);
+    auto q_mm = at::empty({rows, Q}, tt), o_mm = at::empty({rows, H}, tt);
+    const T *gi = ptr<T>(gi_mm), *gh = ptr<T>(gh_mm), *qm = ptr<T>(q_mm), *o = ptr<T>(o_mm);
+    std::vector<float> context(D);
+    for (int64_t t = 0; t < T_; ++t) {
+      const int64_t first = t * B + p.begin, next = first + B;  // rows of step t, and of state t + 1
+      at::mm_out(gi_mm, fs_t[t].narrow(0, p.begin, rows), w_if_t);
+      at::mm_out(gh_mm, hs_t[t].narrow(0, p.begin, rows), w_hh_t);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t r = p.begin + i, row = first + i;
+        gru_row<T, true>(H, x_p + (r * T_ + t) * 3 * H, gi + i * 3 * H, gh + i * 3 * H, b_hh_p, hs_p + row * H,
+                         rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H, hs_p + (next + i) * H,
+                         hs_t_p + (next + i) * H);
+      }
+      if (bahdanau) at::mm_out(q_mm, hs_t[t + 1].narrow(0, p.begin, rows), w_query_t);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t r = p.begin + i, row = first + i;
+        float* q = nullptr;
+        if (bahdanau) {
+          q = query_p + row * Q;
+          for (int64_t j = 0; j < Q; ++j) q[j] = load(qm[i * Q + j]);
+        }
+        attend_row<T>(S, Q, H, D, keys_p + r * S * Q, values_p + r * S * D, mask_p + r * S, q, v,
+                      hs_p + (next + i) * H, a_p + row * S, context.data(), joined_p + row * (H + D));
+      }
+      at::mm_out(o_mm, joined[t].narrow(0, p.begin, rows), w_combine_t);
+      for (int64_t i = 0; i < rows; ++i) {
+        float* f = fs_p + (next + i) * H;
+        T* ft = fs_t_p + (next + i) * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          f[j] = fast_tanh(load(o[i * H + j]) + b_c[j]);
+          store(ft[j], f[j]);
+        }
+      }
+    }
+  });
+  return {hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined};
+}
+
+// The backward loop, from d_outputs [T, B, H] (of the attentional vectors) and d_last [B, H] (of the last state)
+// → g_gi, g_gh [T, B, 3H], g_pre [T, B, H] (before the combining tanh) and g_query [T, B, Q] (bahdanau) in T;
+//   g_context [T, B, D]; d_keys [B, S, Q]; g_energy [Q] (bahdanau); the biases' d_b_hh [3H], d_b_combine [H];
+//   dh0, df0 [B, H]
+template <typename T>
+std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_last, const Tensor& hs,
+                                      const Tensor& fs, const Tensor& rz, const Tensor& n, const Tensor& gh_n,
+                                      const Tensor& query, const Tensor& a, const Tensor& keys, const Tensor& values,
+                                      const Tensor& w_if, const Tensor& w_hh, const c10::optional<Tensor>& w_query,
+                                      const c10::optional<Tensor>& energy, const Tensor& w_combine, int64_t parts) {
+  const bool bahdanau = energy.has_value();
+  const int64_t B = a.size(1), T_ = a.size(0), S = a.size(2), Q = keys.size(2), D = values.size(2), H = hs.size(2);
+  const auto f32 = d_outputs.options(), tt = w_hh.options();
+  auto g_gi = at::empty({T_, B, 3 * H}, tt), g_gh = at::empty({T_, B, 3 * H}, tt), g_pre = at::empty({T_, B, H}, tt);
+  auto g_query = at::empty({bahdanau ? T_ : 0, B, Q}, tt), g_context = at::empty({T_, B, D}, f32);
+  auto d_keys = at::zeros({B, S, Q}, f32), dh0 = at::empty({B, H}, f32), df0 = at::empty({B, H}, f32);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(B, parts));
+  auto sums = at::zeros({blocks, Q + 3 * H + H}, f32);  // per part: g_energy, d_b_hh, d_b_combine
+  const float* v = bahdanau ? ptr<float>(*energy) : nullptr;
+  const float *grad = ptr<float>(d_outputs), *hs_p = ptr<float>(hs), *fs_p = ptr<float>(fs), *rz_p = ptr<float>(rz);
+  const float *n_p = ptr<float>(n), *gh_n_p = ptr<float>(gh_n), *a_p = ptr<float>(a), *keys_p = ptr<float>(keys);
+  const float *values_p = ptr<float>(values), *query_p = bahdanau ? ptr<float>(query) : nullptr;
+  const float* last = d_last.defined() ? ptr<float>(d_last) : nullptr;
+  T *g_gi_p = ptr<T>(g_gi), *g_gh_p = ptr<T>(g_gh), *g_pre_p = ptr<T>(g_pre);
+  T* g_query_p = bahdanau ? ptr<T>(g_query) : nullptr;
+  float *g_context_p = ptr<float>(g_context), *d_keys_p = ptr<float>(d_keys);
+  float *dh0_p = ptr<float>(dh0), *df0_p = ptr<float>(df0);
+  for_each_part(1, B, parts, [&](Part p) {
+    const int64_t rows = p.rows();
+    auto dj_mm = at::empty({rows, H + D}, tt), dq_mm = at::empty({rows, H}, tt);
+    auto dh_mm = at::zeros({rows, H}, tt), df_mm = at::zeros({rows, H}, tt);
+    const T *dj_p = ptr<T>(dj_mm), *dq_p = ptr<T>(dq_mm), *dh_mm_p = ptr<T>(dh_mm), *df_p = ptr<T>(df_mm);
+    float* g_energy = ptr<float>(sums) + p.index * (Q + 4 * H);
+    float *d_b_hh = g_energy + Q, *d_b_combine = d_b_hh + 3 * H;
+    std::vector<float> dh(rows * H, 0.0f), dh_new(rows * H), da(S), dq(Q);
+    if (last)
+      for (int64_t i = 0; i < rows * H; ++i) dh[i] = last[p.begin * H + i];
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      const int64_t first = t * B + p.begin;
+      // through f = tanh(o): pre = (d_out + df) (1 - f²), df being W_if's share of the step after
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = first + i;
+        const float* f = fs_p + (row + B) * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const float pre = (grad[row * H + j] + load(df_p[i * H + j])) * (1.0f - f[j] * f[j]);
+          store(g_pre_p[row * H + j], pre);
+          d_b_combine[j] += pre;
+        }
+      }
+      at::mm_out(dj_mm, g_pre[t].narrow(0, p.begin, rows), w_combine);  // [rows, H + D]: for h and the context
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t r = p.begin + i, row = first + i;
+        const T* dj = dj_p + i * (H + D);
+        const float *ai = a_p + row * S, *val = values_p + r * S * D, *key = keys_p + r * S * Q;
+        const float* h = hs_p + (row + B) * H;
+        float *dc = g_context_p + row * D, *dhn = dh_new.data() + i * H, *dk = d_keys_p + r * S * Q;
+#pragma omp simd
+        for (int64_t c = 0; c < D; ++c) dc[c] = load(dj[H + c]);
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) dhn[j] = dh[i * H + j] + load(dh_mm_p[i * H + j]) + load(dj[j]);
+        float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da)
+        for (int64_t s = 0; s < S; ++s) {
+          float sum = 0.0f;
+          if (ai[s] != 0.0f) {
+#pragma omp simd reduction(+ : sum)
+            for (int64_t c = 0; c < D; ++c) sum += val[s * D + c] * dc[c];
+          }
+          da[s] = sum;
+          weighted += ai[s] * sum;
+        }
+        if (bahdanau) {
+          const float* q = query_p + row * Q;
+          std::fill(dq.begin(), dq.end(), 0.0f);
+          float* dqp = dq.data();
+          for (int64_t s = 0; s < S; ++s) {
+            const float ds = ai[s] * (da[s] - weighted);
+            if (ds == 0.0f) continue;
+            float* dks = dk + s * Q;
+            const float* ks = key + s * Q;
+#pragma omp simd
+            for (int64_t j = 0; j < Q; ++j) {
+              const float en = fast_tanh(ks[j] + q[j]);
+              const float de = ds * v[j] * (1.0f - en * en);
+              g_energy[j] += ds * en;
+              dks[j] += de;
+              dqp[j] += de;
+            }
+          }
+          cast_rows(dqp, g_query_p + row * Q, Q);
+        } else {
+          for (int64_t s = 0; s < S; ++s) {
+            const float ds = ai[s] * (da[s] - weighted);
+            if (ds == 0.0f) continue;
+            float* dks = dk + s * Q;
+            const float* ks = key + s * Q;
+#pragma omp simd
+            for (int64_t j = 0; j < H; ++j) {
+              dhn[j] += ds * ks[j];
+              dks[j] += ds * h[j];
+            }
+          }
+        }
+      }
+      if (bahdanau) at::mm_out(dq_mm, g_query[t].narrow(0, p.begin, rows), *w_query);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = first + i;
+        float* dhn = dh_new.data() + i * H;
+        if (bahdanau) {
+#pragma omp simd
+          for (int64_t j = 0; j < H; ++j) dhn[j] += load(dq_p[i * H + j]);
+        }
+        gru_row_backward<T>(H, dhn, hs_p + row * H, rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H,
+                            g_gi_p + row * 3 * H, g_gh_p + row * 3 * H, d_b_hh, dh.data() + i * H);
+      }
+      at::mm_out(dh_mm, g_gh[t].narrow(0, p.begin, rows), w_hh);
+      at::mm_out(df_mm, g_gi[t].narrow(0, p.begin, rows), w_if);
+    }
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t at = (p.begin + i) * H + j;
+        dh0_p[at] = dh[i * H + j] + load(dh_mm_p[i * H + j]);
+        df0_p[at] = load(df_p[i * H + j]);
+      }
+  });
+  auto total = sums.sum(0);
+  return {g_gi, g_gh, g_pre, g_query, g_context, d_keys, total.narrow(0, 0, Q), total.narrow(0, Q, 3 * H),
+          total.narrow(0, Q + 3 * H, H), dh0, df0};
+}
+
+// ------------------------------------------------------------------------------------------ the operators
+
+void check(const std::vector<Tensor>& fp32, const std::vector<Tensor>& in_t, const Tensor& weight) {
+  const auto type = weight.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16, "s2s kernels multiply in fp32 or bf16");
+  for (const auto& t : fp32)
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
+                "s2s kernels take contiguous fp32 CPU activations");
+  for (const auto& t : in_t)
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == type && t.is_contiguous(),
+                "s2s kernels take gates and weights contiguous, in the products' dtype");
+}
+
+// Runs `body` with a value of the products' element type (float or c10::BFloat16), chosen by `weight`'s dtype.
+template <typename Body>
+std::vector<Tensor> with_matmul_type(const Tensor& weight, const Body& body) {
+  if (weight.scalar_type() == at::kBFloat16) return body(c10::BFloat16());
+  return body(0.0f);
+}
+
+std::vector<Tensor> gru_forward(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh,
+                                int64_t parts) {
+  check({h0, b_hh}, {gi, w_hh}, w_hh);
+  return with_matmul_type(w_hh, [&](auto type) {
+    return gru_forward_impl<decltype(type)>(gi, h0, w_hh, b_hh, parts);
+  });
+}
+
+std::vector<Tensor> gru_backward(const Tensor& d_states, const Tensor& hs, const Tensor& rz, const Tensor& n,
+                                 const Tensor& gh_n, const Tensor& w_hh, int64_t parts) {
+  check({d_states, hs, rz, n, gh_n}, {w_hh}, w_hh);
+  return with_matmul_type(w_hh, [&](auto type) {
+    return gru_backward_impl<decltype(type)>(d_states, hs, rz, n, gh_n, w_hh, parts);
+  });
+}
+
+std::vector<Tensor> fed_attention_forward(const Tensor& x, const Tensor& h0, const Tensor& f0, const Tensor& keys,
+                                          const Tensor& values, const Tensor& mask, const Tensor& w_if,
+                                          const Tensor& w_hh, const Tensor& b_hh, const c10::optional<Tensor>& w_query,
+                                          const c10::optional<Tensor>& energy, const Tensor& w_combine,
+                                          const Tensor& b_combine, int64_t parts) {
+  check({h0, f0, keys, values, b_hh, b_combine}, {x, w_if, w_hh, w_combine}, w_hh);
+  if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous(), "the mask is a contiguous bool tensor");
+  return with_matmul_type(w_hh, [&](auto type) {
+    return fed_forward_impl<decltype(type)>(x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy,
+                                            w_combine, b_combine, parts);
+  });
+}
+
+std::vector<Tensor> fed_attention_backward(const Tensor& d_outputs, const c10::optional<Tensor>& d_last,
+                                           const Tensor& hs, const Tensor& fs, const Tensor& rz, const Tensor& n,
+                                           const Tensor& gh_n, const Tensor& query, const Tensor& a,
+                                           const Tensor& keys, const Tensor& values, const Tensor& w_if,
+                                           const Tensor& w_hh, const c10::optional<Tensor>& w_query,
+                                           const c10::optional<Tensor>& energy, const Tensor& w_combine,
+                                           int64_t parts) {
+  const Tensor last = d_last.has_value() ? d_last->contiguous() : Tensor();
+  check({d_outputs, hs, fs, rz, n, gh_n, query, a, keys, values}, {w_if, w_hh, w_combine}, w_hh);
+  if (last.defined()) check({last}, {}, w_hh);
+  if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
+  return with_matmul_type(w_hh, [&](auto type) {
+    return fed_backward_impl<decltype(type)>(d_outputs, last, hs, fs, rz, n, gh_n, query, a, keys, values, w_if,
+                                             w_hh, w_query, energy, w_combine, parts);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(s2s_kernels, m) {
+  m.def("gru_forward(Tensor gi, Tensor h0, Tensor w_hh, Tensor b_hh, int parts) -> Tensor[]", &gru_forward);
+  m.def(
+      "gru_backward(Tensor d_states, Tensor hs, Tensor rz, Tensor n, Tensor gh_n, Tensor w_hh, int parts) -> Tensor[]",
+      &gru_backward);
+  m.def(
+      "fed_attention_forward(Tensor x, Tensor h0, Tensor f0, Tensor keys, Tensor values, Tensor mask, Tensor w_if, "
+      "Tensor w_hh, Tensor b_hh, Tensor? w_query, Tensor? energy, Tensor w_combine, Tensor b_combine, int parts) "
+      "-> Tensor[]",
+      &fed_attention_forward);
+  m.def(
+      "fed_attention_backward(Tensor d_outputs, Tensor? d_last, Tensor hs, Tensor fs, Tensor rz, Tensor n, "
+      "Tensor gh_n, Tensor query, Tensor a, Tensor keys, Tensor values, Tensor w_if, Tensor w_hh, Tensor? w_query, "
+      "Tensor? energy, Tensor w_combine, int parts) -> Tensor[]",
+      &fed_attention_backward);
+}

@@ -1,0 +1,129 @@
+"""The compiled CPU kernels compute what the Python loops compute: the encoder's GRU layers and the decoder's
+input-fed attention loop, forward and backward, in fp32 and under bf16 autocast, on padded batches, however the
+batch is split between threads. Where the kernels cannot be built the Python loops run, after one line saying why."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from s2s import kernels
+from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.modules.encoders import RNNEncoder
+from tests.test_recurrence import decoder_and_inputs, run
+
+B, T, S, HIDDEN, VOCAB = 7, 6, 5, 24, 40
+LENGTHS = torch.tensor([5, 2, 4, 1, 5, 3, 5])
+
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
+
+
+@pytest.fixture
+def loops(monkeypatch):
+    """``loops(compiled, parts)``: choose the loops the next calls run, and into how many parts they split."""
+
+    def choose(compiled: bool, parts: int = 1) -> None:
+        monkeypatch.setattr(kernels, "available", lambda: compiled)
+        monkeypatch.setattr(kernels, "parts", lambda: parts)
+
+    return choose
+
+
+def assert_all_close(got: list[torch.Tensor], expected: list[torch.Tensor], tolerance: float) -> None:
+    assert len(got) == len(expected)
+    for number, (a, b) in enumerate(zip(got, expected, strict=True)):
+        scale = b.abs().max().clamp(min=1e-3)
+        assert (a - b).abs().max() <= tolerance * scale, f"output {number} differs"
+
+
+def flatten(outputs) -> list[torch.Tensor]:
+    """``test_recurrence.run``'s outputs as one list of tensors."""
+    logits, weights, state, states_grad, grads = outputs
+    return [logits, weights, state.hidden.detach().float(), states_grad] + [grads[k].float() for k in sorted(grads)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_decoder_kernels_compute_what_the_python_loop_computes(loops, attention, dtype):
+    decoder, states, prev = decoder_and_inputs(attention, torch.float32)
+    loops(compiled=False)
+    expected = flatten(run(decoder, True, states, prev, dtype))
+    for parts in (1, 3):  # 3 parts of 4 rows: blocks of 2, 2 and none
+        loops(compiled=True, parts=parts)
+        # fp32: to rounding; bf16: a flipped rounding of one product input moves a value by a bf16 step
+        got = flatten(run(decoder, True, states, prev, dtype))
+        assert_all_close(got, expected, 1e-5 if dtype is None else 2e-2)
+
+
+@needs_kernels
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_encoder_kernels_compute_what_the_python_loop_computes(loops, bidirectional, dtype):
+    torch.manual_seed(0)
+    encoder = RNNEncoder(VOCAB, 8, HIDDEN, 2, "gru", bidirectional, 0.0, False)
+    src, lengths = torch.randint(4, VOCAB, (B, 7)), torch.tensor([7, 3, 5, 1, 6, 7, 2])
+
+    def run() -> list[torch.Tensor]:
+        encoder.zero_grad()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = encoder(src, lengths)
+            loss = out.states.float().sin().sum() + out.summary.float().cos().sum()
+        loss.backward()
+        grads = [p.grad.float().clone() for _, p in sorted(encoder.named_parameters())]
+        return [out.states.detach().float(), out.summary.detach().float(), *grads]
+
+    loops(compiled=False)
+    expected = run()
+    for parts in (1, 2, 3):  # bidirectional: one direction per part, or each direction's rows split
+        loops(compiled=True, parts=parts)
+        assert_all_close(run(), expected, 1e-5 if dtype is None else 2e-2)
+
+
+@needs_kernels
+def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch):
+    torch.manual_seed(0)
+    decoder = RNNDecoder(VOCAB, 12, HIDDEN, 1, "gru", 0.0, 20, "bahdanau", True, False, False)
+    calls = []
+    forward = kernels.ops().fed_attention_forward
+    monkeypatch.setattr(kernels, "ops", lambda: SimpleNamespace(fed_attention_forward=record))
+
+    def record(*args):
+        calls.append(len(args))
+        return forward(*args)
+
+    states = torch.randn(B, S, 20)
+    mask = torch.arange(S)[None] < LENGTHS[:, None]
+    memory = Memory(states, decoder.attention.project_keys(states), mask, states[:, 0])
+    with torch.no_grad():
+        decoder(torch.randint(4, VOCAB, (B, 1)), decoder.initial_state(memory), memory)
+    assert calls == []  # decoding: no gradients wanted
+    decoder(torch.randint(4, VOCAB, (B, T)), decoder.initial_state(memory), memory)
+    assert len(calls) == 1
+
+
+def test_s2s_kernels_off_chooses_the_python_loops_without_building(monkeypatch, capsys):
+    monkeypatch.setenv("S2S_KERNELS", "off")
+    monkeypatch.setattr(kernels, "_build_directory", lambda: pytest.fail("nothing is built"))
+    assert kernels._load() is False
+    assert capsys.readouterr().err == ""
+
+
+def test_a_failed_build_falls_back_to_the_python_loops_with_one_line(monkeypatch, capsys, tmp_path):
+    from torch.utils import cpp_extension
+
+    def broken(**_):
+        raise RuntimeError("Ninja is required to load C++ extensions\n(details)")
+
+    monkeypatch.delenv("S2S_KERNELS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    assert kernels._load() is False
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == (
+        "s2s: the CPU kernels could not be built (Ninja is required to load C++ extensions (details)); "
+        "using the Python loops"
+    )
+    assert len(lines) == 2 and lines[0].startswith("s2s: compiling the CPU kernels once")
