@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
-from s2s.train import Events, Trainer
+from s2s.train import Events, Trainer, clip_and_step
 from tests.conftest import TINY, write_recipe
 
 
@@ -144,3 +144,30 @@ def test_average_last_keeps_the_average_of_the_last_checkpoints_only_when_it_val
 def test_average_last_cannot_exceed_the_checkpoints_kept(tmp_path):
     with pytest.raises(RecipeError, match="train.average_last: 6 checkpoints, but train.keep_last keeps only 5"):
         load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.average_last=6"])
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3], ids=["clipped", "within"])
+def test_a_fused_optimizer_clips_gradients_as_clip_grad_norm_does(max_norm):
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(4)]
+    grads = [[torch.randn_like(w) * scale for w in start] for scale in (1.0, 10.0, 0.1)]  # three steps
+
+    def train(clip) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        optimizer = torch.optim.Adam(params, lr=0.1, fused=True)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            clip(optimizer, params)
+        assert not hasattr(optimizer, "grad_scale")  # nothing left for a later step
+        return [p.detach() for p in params]
+
+    def reference(optimizer, params):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
+
+    fused = train(lambda optimizer, _: clip_and_step(optimizer, max_norm))
+    for got, expected in zip(fused, train(reference), strict=True):
+        torch.testing.assert_close(got, expected)
+    unclipped = train(lambda optimizer, _: optimizer.step())
+    assert any(not torch.allclose(a, b) for a, b in zip(fused, unclipped, strict=True)) == (max_norm < 1e3)
