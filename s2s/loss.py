@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from s2s import kernels
+
 TINY = 1e-30  # below this, log p_y read off the softmax is not trusted
 # oneDNN, which runs the CPU's bf16 products, compiles a kernel for each new matrix shape (about 15 ms for the
 # [N, V] × [V, H] product); the number of target tokens N differs every batch, so N is padded up to a multiple of this
@@ -35,6 +37,15 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         x, w = hidden.to(dtype), weight.to(dtype)
         if dtype in (torch.bfloat16, torch.float16) and hidden.device.type == "cpu":
             x = F.pad(x, (0, 0, 0, -rows % ROW_BUCKET))  # zero rows, whose probabilities are zeroed below
+        ctx.smoothing, ctx.acc, ctx.rows = smoothing, acc, rows
+        ctx.compiled = kernels.usable(hidden, acc, dtype)
+        if ctx.compiled:  # the loss and the logits' gradient G in one pass per row (s2s/kernels/loss.cpp)
+            logits = torch.mm(x, w.t())  # [N', V], becoming G
+            loss, ctx.d_bias = kernels.ops().cross_entropy_gradient(
+                logits, bias.detach().to(acc).contiguous(), target.contiguous(), smoothing, kernels.parts()
+            )
+            ctx.save_for_backward(logits, x, w)
+            return loss
         logits = torch.addmm(bias.to(dtype), x, w.t())  # [N', V]
         probs = torch.softmax(logits, dim=-1)
         probs[rows:] = 0.0
@@ -51,12 +62,13 @@ class ProjectedCrossEntropy(torch.autograd.Function):
             logit_sum = hidden.to(acc).sum(0) @ weight.to(acc).sum(0) + target.numel() * bias.to(acc).sum()
             loss = loss - smoothing / vocab * logit_sum
         ctx.save_for_backward(probs, x, w, hidden, weight, target)
-        ctx.smoothing, ctx.acc = smoothing, acc
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         """With G = softmax - (1 - ε) onehot(y) - ε / V:  d hidden = G W,  d W = Gᵀ hidden,  d b = Gᵀ 1."""
+        if ctx.compiled:
+            return compiled_backward(ctx, grad_loss)
         probs, x, w, hidden, weight, target = ctx.saved_tensors
         eps, acc = ctx.smoothing, ctx.acc
         vocab, count = weight.size(0), target.numel()
@@ -81,6 +93,19 @@ class ProjectedCrossEntropy(torch.autograd.Function):
                 d_bias.sub_(eps * count / vocab)
             d_bias.mul_(grad_loss)
         return d_hidden, d_weight, d_bias, None, None, None
+
+
+def compiled_backward(ctx, grad_loss):
+    """The backward when the kernel left G itself: the two products and the bias gradient it summed."""
+    g, x, w = ctx.saved_tensors
+    d_hidden = d_weight = d_bias = None
+    if ctx.needs_input_grad[0]:
+        d_hidden = torch.mm(g, w)[: ctx.rows].to(ctx.acc).mul_(grad_loss)
+    if ctx.needs_input_grad[1]:
+        d_weight = torch.mm(g.t(), x).to(ctx.acc).mul_(grad_loss)
+    if ctx.needs_input_grad[2]:
+        d_bias = ctx.d_bias.mul(grad_loss)
+    return d_hidden, d_weight, d_bias, None, None, None
 
 
 def projected_cross_entropy(

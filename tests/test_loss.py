@@ -1,5 +1,6 @@
 """The fused output layer + label-smoothed cross-entropy equals nn.Linear followed by F.cross_entropy: loss and
-every gradient, with and without smoothing, when a target's probability underflows, and close under bf16."""
+every gradient, with and without smoothing, when a target's probability underflows, and close under bf16; in fp32
+the compiled kernel (s2s/kernels/loss.cpp) does too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from s2s import kernels
 from s2s.loss import projected_cross_entropy
 
 N, H, V = 30, 16, 50
@@ -46,6 +48,29 @@ def test_fused_loss_and_gradients_equal_linear_then_cross_entropy(smoothing, und
     torch.testing.assert_close(fused[0], expected[0])
     for got, want in zip(fused[1], expected[1], strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("underflow", [False, True], ids=["plain", "p_y-underflows"])
+def test_the_compiled_loss_and_gradients_equal_linear_then_cross_entropy_in_fp32(smoothing, underflow):
+    output, hidden, target = layer_and_inputs(torch.float32)
+    if underflow:  # row 0: p_y = e^-200, which no fp32 softmax can hold; the kernel takes log-sum-exp directly
+        with torch.no_grad():
+            output.weight[target[0] + 1 if target[0] + 1 < V else 0] += 200 * hidden[0] / hidden[0].square().sum()
+    fused = loss_and_grads(lambda: projected_cross_entropy(hidden, output, target, smoothing), output, hidden)
+    expected = loss_and_grads(reference(output, hidden, target, smoothing), output, hidden)
+    torch.testing.assert_close(fused[0], expected[0], rtol=1e-5, atol=1e-4)
+    for got, want in zip(fused[1], expected[1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # the big weight row: fp32 rounding
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
+def test_the_compiled_loss_refuses_a_target_outside_the_vocabulary():
+    output, hidden, target = layer_and_inputs(torch.float32)
+    target[3] = V
+    with pytest.raises(RuntimeError, match=f"target {V} is outside the vocabulary of {V}"):
+        projected_cross_entropy(hidden, output, target, 0.1)
 
 
 def test_under_bf16_autocast_the_fused_loss_stays_close_to_fp32():

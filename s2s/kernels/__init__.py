@@ -1,4 +1,5 @@
-"""The compiled CPU kernels of the recurrent loops (``recurrence.cpp``), built on first use.
+"""The compiled CPU kernels of the recurrent loops (``recurrence.cpp``) and of the loss (``loss.cpp``), built on
+first use.
 
 The hand-written Python loops of ``s2s.modules.recurrence`` and ``s2s.modules.input_feeding`` spend most of a
 training step dispatching small element-wise operations one core at a time. The same loops in C++ fuse those
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("recurrence.cpp")
+FOLDER = Path(__file__).parent
+SOURCES = [FOLDER / "recurrence.cpp", FOLDER / "loss.cpp"]
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]  # this CPU's vector units; OpenMP
 _lock = threading.Lock()
 _loaded: bool | None = None  # None: not tried yet
@@ -40,6 +42,14 @@ def available() -> bool:
             if _loaded is None:
                 _loaded = _load()
     return _loaded
+
+
+def usable(like: torch.Tensor, acc: torch.dtype, dtype: torch.dtype) -> bool:
+    """Whether the kernels can take over work on tensors like ``like``: on the CPU, with fp32 activations (``acc``)
+    and fp32 or bf16 matrix products (``dtype``), once built."""
+    return (
+        like.device.type == "cpu" and acc == torch.float32 and dtype in (torch.float32, torch.bfloat16) and available()
+    )
 
 
 def ops():
@@ -66,7 +76,7 @@ def _load() -> bool:
             warnings.simplefilter("ignore")
             cpp_extension.load(
                 name="s2s_kernels",
-                sources=[str(SOURCE)],
+                sources=[str(source) for source in SOURCES],
                 extra_cflags=FLAGS,
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(build),
@@ -75,15 +85,23 @@ def _load() -> bool:
             )
         return True
     except Exception as error:  # noqa: BLE001 — any failure to build means the Python loops, said once
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        reason = _first_error(str(error)) or type(error).__name__
         print(f"s2s: the CPU kernels could not be built ({reason}); using the Python loops", file=sys.stderr)
         return False
+
+
+def _first_error(message: str) -> str:
+    """The line of a build failure that says what went wrong (the compiler's first error), else its first line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    return " ".join((errors or lines or [""])[0].split())[:300]
 
 
 def _build_directory() -> Path:
     """One folder per source, compiler flags, torch build and CPU: a library built elsewhere is never loaded."""
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    for source in sorted(FOLDER.glob("*.[ch]*")):  # the sources and the header they share
+        key.update(source.read_bytes())
     key.update(" ".join(FLAGS).encode())
     key.update(torch.__version__.encode())
     key.update(_cpu_description().encode())

@@ -15,87 +15,15 @@
 // fp32. The loops write the T copies that the next product, or a weight gradient's, reads as they go, instead of
 // casting whole tensors afterwards.
 
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
 #include <limits>
-#include <vector>
+
+#include "common.h"
 
 namespace {
 
-using at::Tensor;
-
-// tanh as a rational function (degree 13 over 6 in x, the form Eigen uses): the compiler vectorizes loops of it,
-// which it cannot do for std::tanh. Beyond ±7.9 fp32's tanh is ±1 to within half an ulp.
-inline float fast_tanh(float x) {
-  constexpr float limit = 7.90531110763549805f;
-  x = std::min(std::max(x, -limit), limit);
-  const float x2 = x * x;
-  float p = -2.76076847742355e-16f;
-  p = p * x2 + 2.00018790482477e-13f;
-  p = p * x2 - 8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  float q = 1.19825839466702e-06f;
-  q = q * x2 + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
-  return x * p / q;
-}
-
-inline float fast_sigmoid(float x) { return 0.5f + 0.5f * fast_tanh(0.5f * x); }
-
-// Conversions between fp32 and T without branches, so that loops of them vectorize (c10's BFloat16 conversion
-// tests for NaN with a branch). Rounding is to nearest even, NaN stays NaN: what c10 does.
-inline float load(float v) { return v; }
-inline float load(c10::BFloat16 v) {
-  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-inline void store(float& to, float v) { to = v; }
-inline void store(c10::BFloat16& to, float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  bits = v != v ? 0x7FC00000u : bits + 0x7FFFu + ((bits >> 16) & 1u);
-  to.x = static_cast<uint16_t>(bits >> 16);
-}
-
-// What each part computes: rows [begin, end) of direction `direction`.
-struct Part {
-  int64_t index, direction, begin, end;
-  int64_t rows() const { return end - begin; }
-};
-
-// Split `directions` × `batch` rows into about `parts` pieces and run `body` on each, one piece per thread.
-template <typename Body>
-void for_each_part(int64_t directions, int64_t batch, int64_t parts, const Body& body) {
-  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(batch, parts / directions));
-  const int64_t count = directions * blocks;
-  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
-    // the workers are not the caller's thread: no autograd there, and none wanted (out= products of plain buffers)
-    c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
-    for (int64_t p = first; p < last; ++p) {
-      const int64_t block = p % blocks, size = (batch + blocks - 1) / blocks;
-      const int64_t begin = std::min(batch, block * size), end = std::min(batch, begin + size);
-      if (begin < end) body(Part{p, p / blocks, begin, end});
-    }
-  });
-}
-
-template <typename T>
-T* ptr(const Tensor& t) {
-  return t.data_ptr<T>();
-}
+using namespace s2s_kernels;
 
 // One GRU step for one row (PyTorch's equations and gate order r, z, n):
 //   gi = x (+ gi_mm);  gh = gh_mm + b_hh;  r, z = σ(gi + gh);  n = tanh(gi_n + r ⊙ gh_n);  h' = n + z ⊙ (h - n)
@@ -215,15 +143,16 @@ std::vector<Tensor> gru_backward_impl(const Tensor& d_states, const Tensor& hs, 
     auto carried = at::zeros({rows, H}, w_hh.options());  // d_gh · W_hh of the step after, in T
     const T* from_next = ptr<T>(carried);
     float* bias = ptr<float>(d_b_hh) + p.index * 3 * H;
-    std::vector<float> dh(rows * H, 0.0f), dh_new(H);
+    std::vector<float> buffers(rows * H + H, 0.0f);  // raw pointers into it: loops over them vectorize
+    float *dh = buffers.data(), *dh_new = dh + rows * H;
     for (int64_t t = S - 1; t >= 0; --t) {
       const int64_t first = (t * D + d) * B + p.begin;
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t row = first + i;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dh_new[j] = grad[row * H + j] + dh[i * H + j] + load(from_next[i * H + j]);
-        gru_row_backward<T>(H, dh_new.data(), hs_p + row * H, rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H,
-                            d_gi_p + row * 3 * H, d_gh_p + row * 3 * H, bias, dh.data() + i * H);
+        gru_row_backward<T>(H, dh_new, hs_p + row * H, rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H,
+                            d_gi_p + row * 3 * H, d_gh_p + row * 3 * H, bias, dh + i * H);
       }
       at::mm_out(carried, d_gh.select(0, t).select(0, d).narrow(0, p.begin, rows), w);
     }
@@ -247,15 +176,8 @@ inline void attend_row(int64_t S, int64_t Q, int64_t H, int64_t D, const float* 
     float score = -std::numeric_limits<float>::infinity();
     if (real[s]) {
       const float* k = keys + s * Q;
-      float sum = 0.0f;
-      if (energy) {
-#pragma omp simd reduction(+ : sum)
-        for (int64_t q = 0; q < Q; ++q) sum += energy[q] * fast_tanh(k[q] + query[q]);
-      } else {
-#pragma omp simd reduction(+ : sum)
-        for (int64_t q = 0; q < Q; ++q) sum += k[q] * h[q];
-      }
-      score = sum;
+      score = energy ? lane_sum(Q, [&](int64_t q) { return energy[q] * fast_tanh(k[q] + query[q]); })
+                     : lane_sum(Q, [&](int64_t q) { return k[q] * h[q]; });
       top = std::max(top, score);
     }
     a[s] = score;
@@ -318,7 +240,8 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
     auto gi_mm = at::empty({rows, 3 * H}, tt), gh_mm = at::empty({rows, 3 * H}, tt);
     auto q_mm = at::empty({rows, Q}, tt), o_mm = at::empty({rows, H}, tt);
     const T *gi = ptr<T>(gi_mm), *gh = ptr<T>(gh_mm), *qm = ptr<T>(q_mm), *o = ptr<T>(o_mm);
-    std::vector<float> context(D);
+    std::vector<float> buffer(D);
+    float* context = buffer.data();
     for (int64_t t = 0; t < T_; ++t) {
       const int64_t first = t * B + p.begin, next = first + B;  // rows of step t, and of state t + 1
       at::mm_out(gi_mm, fs_t[t].narrow(0, p.begin, rows), w_if_t);
@@ -338,7 +261,7 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
           for (int64_t j = 0; j < Q; ++j) q[j] = load(qm[i * Q + j]);
         }
         attend_row<T>(S, Q, H, D, keys_p + r * S * Q, values_p + r * S * D, mask_p + r * S, q, v,
-                      hs_p + (next + i) * H, a_p + row * S, context.data(), joined_p + row * (H + D));
+                      hs_p + (next + i) * H, a_p + row * S, context, joined_p + row * (H + D));
       }
       at::mm_out(o_mm, joined[t].narrow(0, p.begin, rows), w_combine_t);
       for (int64_t i = 0; i < rows; ++i) {
@@ -389,7 +312,8 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
     const T *dj_p = ptr<T>(dj_mm), *dq_p = ptr<T>(dq_mm), *dh_mm_p = ptr<T>(dh_mm), *df_p = ptr<T>(df_mm);
     float* g_energy = ptr<float>(sums) + p.index * (Q + 4 * H);
     float *d_b_hh = g_energy + Q, *d_b_combine = d_b_hh + 3 * H;
-    std::vector<float> dh(rows * H, 0.0f), dh_new(rows * H), da(S), dq(Q);
+    std::vector<float> buffers(2 * rows * H + S + Q, 0.0f);  // raw pointers into it: loops over them vectorize
+    float *dh = buffers.data(), *dh_new = dh + rows * H, *da = dh_new + rows * H, *dq = da + S;
     if (last)
       for (int64_t i = 0; i < rows * H; ++i) dh[i] = last[p.begin * H + i];
     for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -411,25 +335,22 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
         const T* dj = dj_p + i * (H + D);
         const float *ai = a_p + row * S, *val = values_p + r * S * D, *key = keys_p + r * S * Q;
         const float* h = hs_p + (row + B) * H;
-        float *dc = g_context_p + row * D, *dhn = dh_new.data() + i * H, *dk = d_keys_p + r * S * Q;
+        float *dc = g_context_p + row * D, *dhn = dh_new + i * H, *dk = d_keys_p + r * S * Q;
 #pragma omp simd
         for (int64_t c = 0; c < D; ++c) dc[c] = load(dj[H + c]);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dhn[j] = dh[i * H + j] + load(dh_mm_p[i * H + j]) + load(dj[j]);
         float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da)
         for (int64_t s = 0; s < S; ++s) {
-          float sum = 0.0f;
-          if (ai[s] != 0.0f) {
-#pragma omp simd reduction(+ : sum)
-            for (int64_t c = 0; c < D; ++c) sum += val[s * D + c] * dc[c];
-          }
+          const float* vs = val + s * D;
+          const float sum = ai[s] != 0.0f ? lane_sum(D, [&](int64_t c) { return vs[c] * dc[c]; }) : 0.0f;
           da[s] = sum;
           weighted += ai[s] * sum;
         }
         if (bahdanau) {
           const float* q = query_p + row * Q;
-          std::fill(dq.begin(), dq.end(), 0.0f);
-          float* dqp = dq.data();
+          std::fill(dq, dq + Q, 0.0f);
+          float* dqp = dq;
           for (int64_t s = 0; s < S; ++s) {
             const float ds = ai[s] * (da[s] - weighted);
             if (ds == 0.0f) continue;
@@ -462,13 +383,13 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
       if (bahdanau) at::mm_out(dq_mm, g_query[t].narrow(0, p.begin, rows), *w_query);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t row = first + i;
-        float* dhn = dh_new.data() + i * H;
+        float* dhn = dh_new + i * H;
         if (bahdanau) {
 #pragma omp simd
           for (int64_t j = 0; j < H; ++j) dhn[j] += load(dq_p[i * H + j]);
         }
         gru_row_backward<T>(H, dhn, hs_p + row * H, rz_p + row * 2 * H, n_p + row * H, gh_n_p + row * H,
-                            g_gi_p + row * 3 * H, g_gh_p + row * 3 * H, d_b_hh, dh.data() + i * H);
+                            g_gi_p + row * 3 * H, g_gh_p + row * 3 * H, d_b_hh, dh + i * H);
       }
       at::mm_out(dh_mm, g_gh[t].narrow(0, p.begin, rows), w_hh);
       at::mm_out(df_mm, g_gi[t].narrow(0, p.begin, rows), w_if);
@@ -496,13 +417,6 @@ void check(const std::vector<Tensor>& fp32, const std::vector<Tensor>& in_t, con
   for (const auto& t : in_t)
     TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == type && t.is_contiguous(),
                 "s2s kernels take gates and weights contiguous, in the products' dtype");
-}
-
-// Runs `body` with a value of the products' element type (float or c10::BFloat16), chosen by `weight`'s dtype.
-template <typename Body>
-std::vector<Tensor> with_matmul_type(const Tensor& weight, const Body& body) {
-  if (weight.scalar_type() == at::kBFloat16) return body(c10::BFloat16());
-  return body(0.0f);
 }
 
 std::vector<Tensor> gru_forward(const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_hh,

@@ -33,7 +33,6 @@ from s2s import kernels
 from s2s.modules.recurrence import (
     accumulation_dtype,
     cast_weight,
-    compiled_loops,
     gru_cell,
     gru_cell_backward,
     tanh_backward,
@@ -108,7 +107,7 @@ class FedAttentionGRU(torch.autograd.Function):
         acc = w.acc
         x, keys, values = x.to(acc), keys.to(acc), values.to(acc)
         # training only: search keeps the Python loop, whose N rows per source the kernels do not cover
-        ctx.compiled = training and h0.size(0) == keys.size(0) and compiled_loops(x, acc, w.dtype)
+        ctx.compiled = training and h0.size(0) == keys.size(0) and kernels.usable(x, acc, w.dtype)
         if ctx.compiled:
             saved = forward_compiled(x, h0.to(acc), f0.to(acc), keys, values, mask, w)
         else:

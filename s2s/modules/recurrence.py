@@ -123,7 +123,7 @@ class StackedGRU(torch.autograd.Function):
         acc = accumulation_dtype(w_hh)
         dtype = acc if dtype == torch.float32 else dtype
         ctx.dtype, ctx.input_dtypes = dtype, (gi.dtype, h0.dtype)
-        ctx.compiled = compiled_loops(gi, acc, dtype)
+        ctx.compiled = kernels.usable(gi, acc, dtype)
         if ctx.compiled:  # the gates in the products' dtype, as autocast's input projection made them
             w, b = cast_weight(w_hh, dtype).detach().contiguous(), b_hh.detach().to(acc).contiguous()
             gi, h0 = gi.to(dtype).contiguous(), h0.to(acc).contiguous()
@@ -178,16 +178,6 @@ def gru_loop_backward(d_states, hs, rz, n, gh_n, w, dtype):
         dh = gru_cell_backward(dh_new, hs[t], rz[t], n[t], gh_n[t], d_gi[t], d_gh[t])
         dh.add_(torch.bmm(d_gh[t].to(dtype), w))
     return d_gi, d_gh, dh
-
-
-def compiled_loops(activations: torch.Tensor, acc: torch.dtype, dtype: torch.dtype) -> bool:
-    """Whether the compiled kernels run a loop: on the CPU, fp32 activations, fp32 or bf16 products."""
-    return (
-        activations.device.type == "cpu"
-        and acc == torch.float32
-        and dtype in (torch.float32, torch.bfloat16)
-        and kernels.available()
-    )
 
 
 def stacked_gru(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
