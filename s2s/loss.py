@@ -12,6 +12,10 @@ The loss is label smoothing as PyTorch defines it, (1 - ε) · NLL + ε · mean 
 token is ``lse - (1 - ε) x_y - ε mean(x)`` with x the logits and ``lse`` their log-sum-exp. ``lse`` is read off the
 softmax as ``x_y - log p_y``; where p_y is too small for that (below 1e-30) the row's lse is computed directly. The
 sum of all logits, for the smoothing term, is (Σ_n h_n) · (Σ_v w_v) + N Σ_v b_v: no pass over the matrix.
+
+On the CPU with fp32 parameters and fp32 or bf16 products, the compiled kernel of ``s2s/kernels/loss.cpp`` goes
+further: one pass per row gives the loss and writes the logits' gradient G = softmax - (1 - ε) onehot(y) - ε / V over
+the logits, with the bias gradient summed on the way, and the backward is the two products with G.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from s2s import kernels
 from tests.conftest import ROOT, TINY, write_recipe
 
 BENCH = ROOT / "tools" / "bench.py"
@@ -53,6 +54,7 @@ def test_bench_reports_positive_figures_as_json(tmp_path):
     assert 0 < result["mfu"] < 1
     assert result["dtype"] == "fp32"
     assert result["device"] in ("cpu", "cuda")
+    assert result["cpu_kernels"] == (result["device"] == "cpu" and kernels.available())
     assert result["train_steps"] == 3
     assert [row["dtype"] for row in result["rows"]] == ["fp32"]
     assert "train tok/s" in done.stdout  # the table comes before the JSON line

@@ -104,6 +104,14 @@ def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch)
     assert len(calls) == 1
 
 
+def test_within_disabled_the_python_loops_run():
+    like = torch.empty(0)
+    with kernels.disabled():
+        assert not kernels.usable(like, torch.float32, torch.bfloat16)
+    assert kernels.usable(like, torch.float32, torch.bfloat16) == kernels.available()
+    assert not kernels.usable(like, torch.float64, torch.float64)  # fp64 (gradient checks): always the Python loops
+
+
 def test_s2s_kernels_off_chooses_the_python_loops_without_building(monkeypatch, capsys):
     monkeypatch.setenv("S2S_KERNELS", "off")
     monkeypatch.setattr(kernels, "_build_directory", lambda: pytest.fail("nothing is built"))

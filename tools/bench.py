@@ -20,8 +20,14 @@ benchmarked one). ``decode_*_at_limit`` in the JSON says how many outputs ran to
 
 FLOPs: the floating-point operations of one more training step, counted by ``torch.utils.flop_counter`` (matrix
 products, forward and backward, as executed: decoder steps over padding included), per target token of that step.
+That step runs the Python loops (``s2s.kernels.disabled``): the compiled kernels' products are the same ones, but the
+counter cannot see them.
 Times the measured tokens/s, that is the achieved FLOP/s, reported as a fraction (``mfu``) of the device's matrix
 product peak in the same dtype, measured in the same run on square products (2048 on the CPU, 8192 on CUDA).
+
+Loops: whether the recurrent loops and the loss ran in the compiled CPU kernels (``s2s/kernels``, column "loops",
+JSON ``cpu_kernels``) or as PyTorch operations from Python; ``S2S_KERNELS=off`` in the environment measures the
+latter.
 
 Memory: peak RSS is the process's high-water mark (``getrusage``) when the row ends, so a row also includes
 the peaks of the rows before it; on CUDA, ``torch.cuda.max_memory_allocated`` is reset for each row.
@@ -50,6 +56,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from s2s import kernels
 from s2s.config import Recipe, TrainConfig, load_recipe
 from s2s.data.corpus import load_split
 from s2s.errors import DataError, S2SError
@@ -149,7 +156,9 @@ class Bench:
             f"{precision}: {count_parameters(model):,} parameters on {trainer.device}; "
             f"training {self.args.warmup} + {self.args.steps} steps"
         )
-        result = {"device": str(trainer.device), "dtype": precision}
+        # what ran the recurrent loops and the loss: the compiled CPU kernels, or PyTorch operations from Python
+        compiled = kernels.usable(torch.empty(0, device=trainer.device), torch.float32, trainer.dtype or torch.float32)
+        result = {"device": str(trainer.device), "dtype": precision, "cpu_kernels": compiled}
         result.update(train_speed(trainer, model, optimizer, scaler, train, self.args.warmup, self.args.steps))
         result.update(efficiency(trainer, model, optimizer, scaler, train, result["train_tokens_per_s"]))
         if self.run_translator is not None:
@@ -209,7 +218,7 @@ def efficiency(trainer: Trainer, model, optimizer, scaler, train: Corpus, tokens
     # which changes nothing the decoding figures measure.
     indices = next(iter(training_batches(trainer.config, train)))
     batch = train.batch(indices)
-    with FlopCounterMode(display=False) as counter:
+    with kernels.disabled(), FlopCounterMode(display=False) as counter:
         trainer.train_step(model, optimizer, scaler, batch.to(trainer.device), Progress())
     per_token = counter.get_total_flops() / max(1, batch.n_tokens)
     peak = matmul_peak(trainer.device, trainer.dtype or torch.float32)
@@ -314,6 +323,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     for header in (
         "device",
         "dtype",
+        "loops",
         "train tok/s",
         "GFLOP/tok",
         "GFLOP/s",
@@ -324,11 +334,12 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "greedy sent/s",
         "beam5 sent/s",
     ):
-        table.add_column(header, justify="left" if header in ("device", "dtype") else "right")
+        table.add_column(header, justify="left" if header in ("device", "dtype", "loops") else "right")
     for row in rows:
         table.add_row(
             row["device"],
             row["dtype"],
+            "kernels" if row["cpu_kernels"] else "python",
             f"{row['train_tokens_per_s']:,.0f}",
             f"{row['flops_per_token'] / 1e9:.4f}",
             f"{row['achieved_gflops']:,.0f} of {row['peak_gflops']:,.0f}",

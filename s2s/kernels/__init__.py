@@ -22,7 +22,7 @@ import platform
 import sys
 import threading
 import warnings
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ SOURCES = [FOLDER / "recurrence.cpp", FOLDER / "loss.cpp"]
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]  # this CPU's vector units; OpenMP
 _lock = threading.Lock()
 _loaded: bool | None = None  # None: not tried yet
+_held_off = 0  # open ``disabled()`` blocks
 
 
 def available() -> bool:
@@ -47,9 +48,20 @@ def available() -> bool:
 def usable(like: torch.Tensor, acc: torch.dtype, dtype: torch.dtype) -> bool:
     """Whether the kernels can take over work on tensors like ``like``: on the CPU, with fp32 activations (``acc``)
     and fp32 or bf16 matrix products (``dtype``), once built."""
-    return (
-        like.device.type == "cpu" and acc == torch.float32 and dtype in (torch.float32, torch.bfloat16) and available()
-    )
+    products = dtype in (torch.float32, torch.bfloat16)
+    return like.device.type == "cpu" and acc == torch.float32 and products and not _held_off and available()
+
+
+@contextmanager
+def disabled():
+    """Within this block the Python loops run. ``tools/bench.py`` counts a step's FLOPs this way: the products the
+    kernels make run on their worker threads, where ``torch.utils.flop_counter`` does not see them."""
+    global _held_off
+    _held_off += 1
+    try:
+        yield
+    finally:
+        _held_off -= 1
 
 
 def ops():
