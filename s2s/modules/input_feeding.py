@@ -105,12 +105,13 @@ class FedAttentionGRU(torch.autograd.Function):
         w = Weights(w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype)
         ctx.input_dtypes = (x.dtype, h0.dtype, keys.dtype, values.dtype)
         acc = w.acc
-        x, keys, values = x.to(acc), keys.to(acc), values.to(acc)
+        keys, values = keys.to(acc), values.to(acc)
         # training only: search keeps the Python loop, whose N rows per source the kernels do not cover
-        ctx.compiled = training and h0.size(0) == keys.size(0) and kernels.usable(x, acc, w.dtype)
-        if ctx.compiled:
+        ctx.compiled = training and h0.size(0) == keys.size(0) and kernels.usable(keys, acc, w.dtype)
+        if ctx.compiled:  # x goes in the products' dtype, as autocast's input projection made it
             saved = forward_compiled(x, h0.to(acc), f0.to(acc), keys, values, mask, w)
         else:
+            x = x.to(acc)
             batch, steps = x.shape[:2]
             saved = Activations(
                 steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), w.energy is not None, keys
