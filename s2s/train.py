@@ -377,7 +377,7 @@ class Trainer:
     def keep_average_if_better(self, session: Session) -> None:
         """``train.average_last``: the mean of the newest N step checkpoints becomes the best weights when it
         validates better than the best single checkpoint. Checked once, when training ends; the last weights and
-        the trainer state stay as they were, so a resumed run goes on from them."""
+        the trainer state stay as they were (but for the best score), so a resumed run goes on from them."""
         count, progress = self.config.average_last, session.progress
         chosen = step_checkpoints(self.run_dir)[-count:] if count else []
         if len(chosen) < 2 or not self.processes.main:
@@ -391,6 +391,7 @@ class Trainer:
         if kept:
             progress.best = value
             save_weights(session.model, self.run_dir / "best.safetensors")
+            self.record_best(value)
         session.model.load_state_dict(last)
         record = {"event": "averaged", "checkpoints": [p.stem for p in chosen], "loss": round(loss, 4), **scores}
         self.log({**record, "kept": kept, "best": progress.best})
@@ -398,6 +399,14 @@ class Trainer:
         self.events.message(
             f"average of the last {len(chosen)} checkpoints: {self.config.keep_best_by} {value:.2f}, {verdict}"
         )
+
+    def record_best(self, best: float) -> None:
+        """The saved trainer state learns a best score found after it was written (the kept average), so that a
+        resumed run compares its validations with that score and cannot replace the average with a worse checkpoint."""
+        path = self.run_dir / "last.state.pt"
+        state = load_state(path)
+        state["progress"]["best"] = best
+        save_state(state, path)
 
     def save(self, session: Session) -> None:
         if not self.processes.main:

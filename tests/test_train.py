@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from s2s.checkpoint import load_state
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
 from s2s.train import Events, Trainer, clip_and_step
@@ -139,6 +140,26 @@ def test_average_last_keeps_the_average_of_the_last_checkpoints_only_when_it_val
     assert summary["best"] == max(best_single, averaged["bleu"])
     best, average = load_file(str(run / "best.safetensors")), load_file(str(run / "averaged.safetensors"))
     assert all(torch.equal(best[name], average[name]) for name in best) == averaged["kept"]
+
+
+def test_a_resumed_run_keeps_a_kept_average_unless_it_validates_better(tmp_path, monkeypatch):
+    tree = {**TINY, "train": {**TINY["train"], "max_steps": 20, "validate_every": 10, "average_last": 2}}
+    run, averaging = tmp_path / "run", Trainer.keep_average_if_better
+
+    def average_scoring_100(self, session):  # the average validates better than any checkpoint can
+        self.score_valid = lambda _: (1.0, {"bleu": 100.0}, 100.0)
+        averaging(self, session)
+
+    monkeypatch.setattr(Trainer, "keep_average_if_better", average_scoring_100)
+    Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), run).run()
+    assert load_state(run / "last.state.pt")["progress"]["best"] == 100.0
+    kept = load_file(str(run / "best.safetensors"))
+    monkeypatch.undo()
+    longer = load_recipe(write_recipe(tmp_path / "r.yaml", tree), ["train.max_steps=30", "train.average_last=0"])
+    summary = Trainer(longer, run, resume=True).run()
+    assert summary["steps"] == 30 and summary["best"] == 100.0  # step 30's validation is compared with the average
+    best = load_file(str(run / "best.safetensors"))
+    assert all(torch.equal(best[name], kept[name]) for name in kept)
 
 
 def test_average_last_cannot_exceed_the_checkpoints_kept(tmp_path):
