@@ -25,9 +25,9 @@ counter cannot see them.
 Times the measured tokens/s, that is the achieved FLOP/s, reported as a fraction (``mfu``) of the device's matrix
 product peak in the same dtype, measured in the same run on square products (2048 on the CPU, 8192 on CUDA).
 
-Loops: whether the recurrent loops and the loss ran in the compiled CPU kernels (``s2s/kernels``, column "loops",
-JSON ``cpu_kernels``) or as PyTorch operations from Python; ``S2S_KERNELS=off`` in the environment measures the
-latter.
+Loops: whether the compiled CPU kernels (``s2s/kernels``: GRU layers, the input-fed GRU decoder, the loss) were in
+use (column "loops", JSON ``cpu_kernels``) or everything ran as PyTorch operations from Python; LSTM layers always run
+PyTorch's own. ``S2S_KERNELS=off`` in the environment measures the latter.
 
 Memory: peak RSS is the process's high-water mark (``getrusage``) when the row ends, so a row also includes
 the peaks of the rows before it; on CUDA, ``torch.cuda.max_memory_allocated`` is reset for each row.

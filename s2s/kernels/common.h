@@ -18,7 +18,8 @@ namespace s2s_kernels {
 using at::Tensor;
 
 // tanh as a rational function (degree 13 over 6 in x, the form Eigen uses): the compiler vectorizes loops of it,
-// which it cannot do for std::tanh. Beyond ±7.9 fp32's tanh is ±1 to within half an ulp.
+// which it cannot do for std::tanh. Clamped at ±7.9, where tanh is 1 - 2.7e-7; measured against double-precision
+// tanh over [-20, 20], the error is at most 2.7e-7, absolute and relative.
 inline float fast_tanh(float x) {
   constexpr float limit = 7.90531110763549805f;
   x = std::min(std::max(x, -limit), limit);
@@ -83,8 +84,9 @@ T* ptr(const Tensor& t) {
   return t.data_ptr<T>();
 }
 
-// exp by range reduction (x = n ln 2 + r, |r| ≤ ln 2 / 2) and Cephes' degree-6 polynomial for e^r, to about 1 ulp;
-// vectorizable, unlike std::exp. Below -87 it returns ~1e-38 instead of a subnormal: a probability that small is 0.
+// exp by range reduction (x = n ln 2 + r, |r| ≤ ln 2 / 2) and Cephes' degree-6 polynomial for e^r, within 1.4 ulp of
+// double-precision exp over [-87, 0] (measured); vectorizable, unlike std::exp. Below -87 it returns exp(-87), about
+// 1.6e-38, instead of a subnormal: a probability that small counts as 0.
 inline float fast_exp(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   // n = round(x / ln 2) by the 1.5 · 2^23 trick: plain arithmetic, which vectorizes where std::floor does not
