@@ -313,7 +313,7 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
     float* g_energy = ptr<float>(sums) + p.index * (Q + 4 * H);
     float *d_b_hh = g_energy + Q, *d_b_combine = d_b_hh + 3 * H;
     std::vector<float> buffers(2 * rows * H + S + Q, 0.0f);  // raw pointers into it: loops over them vectorize
-    float *dh = buffers.data(), *dh_new = dh + rows * H, *da = dh_new + rows * H, *dq = da + S;
+    float *dh = buffers.data(), *dh_new = dh + rows * H, *ds = dh_new + rows * H, *dq = ds + S;
     if (last)
       for (int64_t i = 0; i < rows * H; ++i) dh[i] = last[p.begin * H + i];
     for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -340,45 +340,37 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
         for (int64_t c = 0; c < D; ++c) dc[c] = load(dj[H + c]);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dhn[j] = dh[i * H + j] + load(dh_mm_p[i * H + j]) + load(dj[j]);
-        float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da)
+        float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da), da = values · dc
         for (int64_t s = 0; s < S; ++s) {
           const float* vs = val + s * D;
-          const float sum = ai[s] != 0.0f ? lane_sum(D, [&](int64_t c) { return vs[c] * dc[c]; }) : 0.0f;
-          da[s] = sum;
-          weighted += ai[s] * sum;
+          ds[s] = ai[s] != 0.0f ? lane_sum(D, [&](int64_t c) { return vs[c] * dc[c]; }) : 0.0f;
+          weighted += ai[s] * ds[s];
         }
-        if (bahdanau) {
-          const float* q = query_p + row * Q;
-          std::fill(dq, dq + Q, 0.0f);
-          float* dqp = dq;
-          for (int64_t s = 0; s < S; ++s) {
-            const float ds = ai[s] * (da[s] - weighted);
-            if (ds == 0.0f) continue;
-            float* dks = dk + s * Q;
-            const float* ks = key + s * Q;
+        for (int64_t s = 0; s < S; ++s) ds[s] = ai[s] * (ds[s] - weighted);
+        const float* q = bahdanau ? query_p + row * Q : nullptr;
+        if (bahdanau) std::fill(dq, dq + Q, 0.0f);
+        for (int64_t s = 0; s < S; ++s) {
+          if (ds[s] == 0.0f) continue;  // padding, or a weight that underflowed
+          const float g = ds[s], *ks = key + s * Q;
+          float* dks = dk + s * Q;
+          if (bahdanau) {  // through v · tanh(keys + query)
 #pragma omp simd
             for (int64_t j = 0; j < Q; ++j) {
               const float en = fast_tanh(ks[j] + q[j]);
-              const float de = ds * v[j] * (1.0f - en * en);
-              g_energy[j] += ds * en;
+              const float de = g * v[j] * (1.0f - en * en);
+              g_energy[j] += g * en;
               dks[j] += de;
-              dqp[j] += de;
+              dq[j] += de;
             }
-          }
-          cast_rows(dqp, g_query_p + row * Q, Q);
-        } else {
-          for (int64_t s = 0; s < S; ++s) {
-            const float ds = ai[s] * (da[s] - weighted);
-            if (ds == 0.0f) continue;
-            float* dks = dk + s * Q;
-            const float* ks = key + s * Q;
+          } else {  // through keys · h
 #pragma omp simd
             for (int64_t j = 0; j < H; ++j) {
-              dhn[j] += ds * ks[j];
-              dks[j] += ds * h[j];
+              dhn[j] += g * ks[j];
+              dks[j] += g * h[j];
             }
           }
         }
+        if (bahdanau) cast_rows(dq, g_query_p + row * Q, Q);
       }
       if (bahdanau) at::mm_out(dq_mm, g_query[t].narrow(0, p.begin, rows), *w_query);
       for (int64_t i = 0; i < rows; ++i) {
