@@ -1,8 +1,9 @@
 """The recipe: a typed tree of config objects, loaded from YAML and validated before any work starts.
 
-Each section owns its defaults (one home per default). Loading rejects unknown keys, wrong types and bad choices
-with the full key path, e.g. ``model.encoder.cell: 'lstmm' is not one of: gru, lstm``. Relative paths in a recipe
-are read relative to the working directory (recipes are run from the project root).
+Each section owns its defaults (one home per default). Loading rejects unknown keys, wrong types, bad choices and
+keys that contradict each other with the full key path, e.g. ``model.encoder.cell: 'lstmm' is not one of: gru,
+lstm``. A data section has one schema per ``data.format``, so a key of another format is an error too. Relative
+paths in a recipe are read relative to the working directory (recipes are run from the project root).
 """
 
 from __future__ import annotations
@@ -10,11 +11,23 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from s2s.errors import RecipeError
@@ -28,61 +41,203 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ColumnSplitConfig(Section):
-    """Where one split of a column file or hub dataset lives."""
+def rule(key: str | None, message: str) -> PydanticCustomError:
+    """A broken recipe rule, printed as ``PATH.key: message``: PATH is where the raising validator's section sits
+    in the recipe, ``key`` a path below it (None: the section's own path)."""
+    return PydanticCustomError("recipe_rule", message, {"key": key} if key else None)
 
-    path: str | None = None  # formats tsv/csv/jsonl: one file with named columns
-    split: str | None = None  # format hub: the dataset's split name
+
+# s2s.modules.dropout draws its masks in steps of 1/256 (its STEPS) and rounds a rate to the nearest step, so a
+# rate of half a step or less would drop nothing: refused here rather than silently turned into no dropout
+DROPOUT_STEPS = 256
 
 
-class SplitConfig(Section):
-    """Where one split of a parallel corpus lives. Which keys apply depends on ``data.format``."""
+def _applied_rate(rate: float) -> float:
+    if rate > 0 and round(rate * DROPOUT_STEPS) == 0:
+        raise rule(None, f"{rate} would drop nothing (masks are drawn in steps of 1/256); use 0 or at least 0.002")
+    return rate
 
-    src: str | None = None  # format text: source-side file, one sentence per line (plain or .gz)
-    tgt: str | None = None  # format text: target-side file
-    path: str | None = None  # formats tsv/csv/jsonl: one file with named columns
-    split: str | None = None  # format hub: the dataset's split name
+
+DropoutRate = Annotated[float, Field(ge=0, lt=1), AfterValidator(_applied_rate)]
+
+
+# ---------------------------------------------------------------- data sections, one schema per format
+# Calling a data section's base class (DataConfig, LabelledTextData, ImageCaptionData) builds the schema of the
+# format named, as a recipe does: DataConfig(format="tsv", train={"path": "train.tsv"}) is a ColumnPairs.
+
+
+class ChoosesFormat(type(BaseModel)):
+    """Metaclass of a data section's base class: calling the base validates through its formats' union."""
+
+    def __call__(cls, **keys: Any) -> Any:
+        formats = cls.__dict__.get("FORMATS")
+        return super().__call__(**keys) if formats is None else formats.validate_python(keys)
+
+
+def tagged_by_format(base: type[Section], default: str, *variants: type[Section]) -> Any:
+    """The recipe type of a data section: ``variants`` tagged by the values of their ``format`` (a section that
+    names none gets ``default``), so that pydantic validates against the chosen format's schema alone."""
+
+    def format_of(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return str(value.get("format", default))
+        return getattr(value, "format", None)
+
+    tags = [(variant, tag) for variant in variants for tag in get_args(variant.model_fields["format"].annotation)]
+    # Union[...] rather than X | Y: the members are built at run time
+    union = Annotated[Union[tuple(Annotated[v, Tag(tag)] for v, tag in tags)], Discriminator(format_of)]  # noqa: UP007
+    base.FORMATS = TypeAdapter(union)
+    return union
+
+
+SPLITS = ("train", "valid", "test")
+
+
+class TextSplit(Section):
+    """Format text: a source-side and a target-side file, one sentence per line (plain or .gz)."""
+
+    src: str
+    tgt: str
+
+    FILES: ClassVar[tuple[str, ...]] = ("src", "tgt")
+
+
+class FileSplit(Section):
+    """Formats tsv/csv/jsonl: one file with named columns (one row per example)."""
+
+    path: str
+
+    FILES: ClassVar[tuple[str, ...]] = ("path",)
+
+
+class NamedSplit(Section):
+    """Formats hub and imagefolder: the split's name in the dataset."""
+
+    split: str
+
+    FILES: ClassVar[tuple[str, ...]] = ()
+
+
+class ImageListSplit(Section):
+    """Format flickr8k: a file listing the split's image names, one per line."""
+
+    images: str
+
+    FILES: ClassVar[tuple[str, ...]] = ("images",)
+
+
+def split_files(data: Section) -> list[tuple[str, str, bool]]:
+    """(key path, file, False) for every file the data section's splits name."""
+    found = []
+    for name in SPLITS:
+        split = getattr(data, name, None)
+        for key in getattr(split, "FILES", ()):
+            found.append((f"data.{name}.{key}", getattr(split, key), False))
+    return found
+
+
+class HeldOut(Section):
+    """Splits read from files or a dataset: a corpus without a valid split may hold one out of train."""
+
+    holdout: int | None = Field(None, gt=0)  # no valid split: hold out this many training rows (seeded draw)
+    holdout_seed: int = 1
+
+    @model_validator(mode="after")
+    def _valid_or_holdout(self) -> HeldOut:
+        if self.holdout and getattr(self, "valid", None) is not None:
+            raise rule("holdout", "give either a valid split or holdout, not both")
+        return self
+
+
+class HubDataset(Section):
+    hub_id: str  # a Hugging Face dataset id, e.g. bentrevett/multi30k (read from the hub or its local cache)
+    hub_config: str | None = None
 
 
 class GeneratorConfig(Section):
-    """A corpus s2s makes itself, so the quickstart needs no download."""
+    """A corpus s2s makes itself (dates written the way people write them → ISO), so the quickstart needs no
+    download."""
 
-    task: Literal["dates"] = "dates"
     train_size: int = Field(20000, gt=0)
     valid_size: int = Field(500, gt=0)
     test_size: int = Field(1000, gt=0)
     seed: int = 1
 
 
-class DataConfig(Section):
-    format: Literal["text", "tsv", "csv", "jsonl", "hub", "generated"] = "text"
-    train: SplitConfig | None = None
-    valid: SplitConfig | None = None
-    test: SplitConfig | None = None
-    src_column: str = "src"  # tsv/csv/jsonl/hub: column of the source sentence
-    tgt_column: str = "tgt"
-    hub_id: str | None = None  # format hub: a Hugging Face dataset id, e.g. bentrevett/multi30k
-    hub_config: str | None = None
-    generator: GeneratorConfig | None = None  # format generated
+class DataConfig(Section, metaclass=ChoosesFormat):
+    """Translation data: (source, target) sentence pairs. The ``format`` picks the schema: TextPairs,
+    ColumnPairs, HubPairs or GeneratedPairs."""
+
+    format: str
     max_length: int = Field(100, gt=0)  # training pairs with more tokens on either side are dropped (and counted)
-    holdout: int | None = Field(None, gt=0)  # no valid files: hold out this many training pairs (seeded draw)
-    holdout_seed: int = 1
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        """(key path, path, is a folder) of what must exist before training."""
+        return split_files(self)
 
 
-class LabelledTextData(Section):
-    """Texts with a label each (sentiment and other classification), from column files or a hub dataset."""
+class PairColumns(Section):
+    src_column: str = "src"  # column of the source sentence
+    tgt_column: str = "tgt"
 
-    format: Literal["tsv", "csv", "jsonl", "hub"] = "tsv"
-    train: ColumnSplitConfig | None = None
-    valid: ColumnSplitConfig | None = None
-    test: ColumnSplitConfig | None = None
+
+class TextPairs(HeldOut, DataConfig):
+    format: Literal["text"] = "text"
+    train: TextSplit
+    valid: TextSplit | None = None
+    test: TextSplit | None = None
+
+
+class ColumnPairs(PairColumns, HeldOut, DataConfig):
+    format: Literal["tsv", "csv", "jsonl"] = "tsv"
+    train: FileSplit
+    valid: FileSplit | None = None
+    test: FileSplit | None = None
+
+
+class HubPairs(HubDataset, PairColumns, HeldOut, DataConfig):
+    format: Literal["hub"] = "hub"
+    train: NamedSplit
+    valid: NamedSplit | None = None
+    test: NamedSplit | None = None
+
+
+class GeneratedPairs(DataConfig):
+    format: Literal["generated"] = "generated"
+    generator: GeneratorConfig = GeneratorConfig()
+
+
+TranslationData = tagged_by_format(DataConfig, "text", TextPairs, ColumnPairs, HubPairs, GeneratedPairs)
+
+
+class LabelledTextData(Section, metaclass=ChoosesFormat):
+    """Texts with a label each (sentiment and other classification). The ``format`` picks the schema:
+    LabelledColumns or LabelledHub."""
+
+    format: str
     text_column: str = "text"
     label_column: str = "label"
-    hub_id: str | None = None
-    hub_config: str | None = None
     max_length: int = Field(400, gt=0)  # tokens kept of each text; longer texts are truncated (and counted)
-    holdout: int | None = Field(None, gt=0)  # no valid split: hold out this many training rows (seeded draw)
-    holdout_seed: int = 1
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        return split_files(self)
+
+
+class LabelledColumns(HeldOut, LabelledTextData):
+    format: Literal["tsv", "csv", "jsonl"] = "tsv"
+    train: FileSplit
+    valid: FileSplit | None = None
+    test: FileSplit | None = None
+
+
+class LabelledHub(HubDataset, HeldOut, LabelledTextData):
+    format: Literal["hub"] = "hub"
+    train: NamedSplit
+    valid: NamedSplit | None = None
+    test: NamedSplit | None = None
+
+
+LabelledData = tagged_by_format(LabelledTextData, "tsv", LabelledColumns, LabelledHub)
 
 
 class ShapesConfig(Section):
@@ -95,24 +250,11 @@ class ShapesConfig(Section):
     seed: int = 1
 
 
-class ImageSplitConfig(Section):
-    """Which images (and captions) make one split. Which keys apply depends on ``data.format``."""
+class ImageCaptionData(Section, metaclass=ChoosesFormat):
+    """Images with captions. The ``format`` picks the schema: Flickr8kCaptions, CaptionTable,
+    ImageFolderCaptions or ShapesCaptions."""
 
-    images: str | None = None  # flickr8k: a file listing the split's image names, one per line
-    path: str | None = None  # jsonl/csv: a file with image and caption columns (one row per caption)
-    split: str | None = None  # imagefolder: the split's name in the folder's metadata
-
-
-class ImageCaptionData(Section):
-    format: Literal["flickr8k", "jsonl", "csv", "imagefolder", "generated"] = "flickr8k"
-    image_dir: str | None = None  # the folder image names are relative to
-    captions: str | None = None  # flickr8k: the captions file, `image.jpg#N<TAB>caption` (plain or .gz)
-    train: ImageSplitConfig | None = None
-    valid: ImageSplitConfig | None = None
-    test: ImageSplitConfig | None = None
-    image_column: str = "image"  # jsonl/csv
-    caption_column: str = "caption"
-    generator: ShapesConfig | None = None  # format generated
+    format: str
     image_size: int = Field(224, ge=16)  # images are resized (shorter side) and centre-cropped to this square
     # training images: a random crop of a slightly larger resize, and colour jitter; default: on, except with a
     # frozen encoder (whose features are computed once per image)
@@ -122,6 +264,61 @@ class ImageCaptionData(Section):
     max_length: int = Field(40, gt=0)  # training captions with more tokens are dropped (and counted)
     # with a frozen backbone each image's features are computed once; kept here (by content hash) for later runs
     feature_cache: str | None = "~/.cache/s2s/features"  # null: computed once per run, not kept
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        image_dir = getattr(self, "image_dir", None)
+        return ([("data.image_dir", image_dir, True)] if image_dir else []) + split_files(self)
+
+
+class Flickr8kCaptions(ImageCaptionData):
+    format: Literal["flickr8k"] = "flickr8k"
+    image_dir: str  # the folder of the photos
+    captions: str  # the captions file, `image.jpg#N<TAB>caption` (plain or .gz)
+    train: ImageListSplit
+    valid: ImageListSplit | None = None
+    test: ImageListSplit | None = None
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        image_dir, *splits = super().required_paths()
+        return [image_dir, ("data.captions", self.captions, False), *splits]
+
+
+class CaptionColumn(Section):
+    caption_column: str = "caption"
+
+
+class CaptionTable(CaptionColumn, ImageCaptionData):
+    """JSON Lines or CSV files with image and caption columns, one row per caption."""
+
+    format: Literal["jsonl", "csv"] = "jsonl"
+    image_dir: str | None = None  # the folder image names are relative to; default: the table's folder
+    image_column: str = "image"
+    train: FileSplit
+    valid: FileSplit | None = None
+    test: FileSplit | None = None
+
+
+class ImageFolderCaptions(CaptionColumn, ImageCaptionData):
+    """A Hugging Face ``imagefolder``: images and a metadata.jsonl/csv with the caption column."""
+
+    format: Literal["imagefolder"] = "imagefolder"
+    image_dir: str
+    train: NamedSplit
+    valid: NamedSplit | None = None
+    test: NamedSplit | None = None
+
+
+class ShapesCaptions(ImageCaptionData):
+    format: Literal["generated"] = "generated"
+    generator: ShapesConfig = ShapesConfig()
+
+
+CaptionData = tagged_by_format(
+    ImageCaptionData, "flickr8k", Flickr8kCaptions, CaptionTable, ImageFolderCaptions, ShapesCaptions
+)
+
+
+# ---------------------------------------------------------------- tokenizer and model sections
 
 
 class TextTokenizerConfig(Section):
@@ -140,9 +337,14 @@ class EncoderConfig(Section):
     hidden_size: int = Field(256, gt=0)  # per direction
     layers: int = Field(1, gt=0)
     bidirectional: bool = True
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: DropoutRate = 0.2
     word_dropout: float = Field(0.0, ge=0, lt=1)  # training: replace this share of input tokens by unk
     reverse_source: bool = False  # read the source backwards (Sutskever et al. 2014)
+
+    @property
+    def output_size(self) -> int:
+        """The size of each encoder state: both directions side by side."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
 
 
 class DecoderConfig(Section):
@@ -150,16 +352,41 @@ class DecoderConfig(Section):
     embedding_size: int = Field(256, gt=0)
     hidden_size: int = Field(256, gt=0)
     layers: int = Field(1, gt=0)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: DropoutRate = 0.2
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "bahdanau"
     input_feeding: bool = True  # feed the previous attentional vector into the next step (Luong et al. 2015)
     conditioning: Literal["init", "every_step"] = "init"  # every_step: Cho et al. 2014
     tie_embeddings: bool = False  # share target embeddings and output weights
 
+    @model_validator(mode="after")
+    def _consistent(self) -> DecoderConfig:
+        if self.input_feeding and self.attention == "none":
+            raise rule("input_feeding", "needs attention; set it to false when attention is 'none'")
+        if self.tie_embeddings and self.embedding_size != self.hidden_size:
+            sizes = f"({self.embedding_size} != {self.hidden_size})"
+            raise rule("tie_embeddings", f"needs embedding_size == hidden_size {sizes}")
+        return self
+
+    def fits_encoder(self, encoder_size: int, source: str) -> None:
+        """Dot-product attention compares decoder states with encoder states directly: their sizes must agree.
+        ``source`` says where ``encoder_size`` comes from."""
+        if self.attention == "luong_dot" and self.hidden_size != encoder_size:
+            raise rule(
+                "decoder.attention",
+                f"luong_dot needs model.decoder.hidden_size ({self.hidden_size}) equal to the encoder's output "
+                f"size ({encoder_size}, {source}); use luong_general or bahdanau",
+            )
+
 
 class ModelConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
+
+    @model_validator(mode="after")
+    def _attention_fits(self) -> ModelConfig:
+        directions = "× 2 directions" if self.encoder.bidirectional else "one direction"
+        self.decoder.fits_encoder(self.encoder.output_size, f"model.encoder.hidden_size {directions}")
+        return self
 
 
 BACKBONES = ("resnet", "efficientnet_lite0", "torchvision/NAME")  # what model.encoder.backbone accepts
@@ -177,7 +404,7 @@ class ImageEncoderConfig(Section):
     pretrained: str | None = None  # torchvision: a weights file, or 'default' for the torchvision cache
     freeze: bool | None = None  # keep the backbone's weights fixed; default: true for pretrained backbones
     train_last: int = Field(0, ge=0)  # efficientnet_lite0 with freeze: fine-tune its last N blocks (and head)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: DropoutRate = 0.2
 
     @field_validator("channels")
     @classmethod
@@ -199,6 +426,18 @@ class ImageEncoderConfig(Section):
             self.freeze = self.backbone in PRETRAINED_BACKBONES or self.pretrained is not None
         return self
 
+    @model_validator(mode="after")
+    def _backbone_options(self) -> ImageEncoderConfig:
+        if self.pretrained and self.backbone == "resnet":
+            raise rule("pretrained", "the built-in resnet trains from scratch; use a pretrained backbone")
+        if self.pretrained and self.backbone == "efficientnet_lite0":
+            raise rule("pretrained", "efficientnet_lite0 always loads its ImageNet weights")
+        if self.train_last and self.backbone != "efficientnet_lite0":
+            raise rule("train_last", "only for backbone efficientnet_lite0")
+        if self.train_last and not self.freeze:
+            raise rule("train_last", "needs freeze: true (without it all blocks train)")
+        return self
+
     @property
     def features_fixed(self) -> bool:
         """Nothing of a pretrained backbone trains: each image's feature grid is a fixed function of the image and
@@ -212,18 +451,26 @@ class CaptionModelConfig(Section):
     encoder: ImageEncoderConfig = ImageEncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
 
+    @model_validator(mode="after")
+    def _attention_fits(self) -> CaptionModelConfig:
+        self.decoder.fits_encoder(self.encoder.output_size, "model.encoder.output_size")
+        return self
+
 
 class HeadConfig(Section):
     """Many-to-one: the encoder's states pooled into one vector, then a classifier."""
 
     pooling: Literal["last", "mean", "max", "attention"] = "max"
     hidden_size: int = Field(0, ge=0)  # one hidden layer of this size before the output layer (0: none)
-    dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: DropoutRate = 0.3
 
 
 class ClassifierModelConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
     head: HeadConfig = HeadConfig()
+
+
+# ---------------------------------------------------------------- training and evaluation sections
 
 
 class TrainConfig(Section):
@@ -234,10 +481,12 @@ class TrainConfig(Section):
     clip_norm: float = Field(1.0, gt=0)
     warmup_steps: int = Field(0, ge=0)
     lr_decay: float = Field(0.5, gt=0, le=1)  # multiply the lr by this when validation stops improving ...
-    lr_patience: int = Field(2, ge=0)  # ... for this many validations
+    lr_patience: int = Field(2, ge=0)  # ... for this many validations (0 is refused: lr_decay 1.0 turns decay off)
     min_lr: float = Field(1e-5, ge=0)
     batch_by: Literal["sentences", "tokens"] = "sentences"
-    batch_size: int = Field(64, gt=0)  # sentences, or target+source tokens with batch_by: tokens
+    # examples per batch; with batch_by: tokens, a budget of padded positions: the batch's examples × its longest
+    # example, as the task measures examples (a translation pair: its longer side + 1, for BOS/EOS)
+    batch_size: int = Field(64, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0)  # CPU threads; default: torch's choice
@@ -254,13 +503,19 @@ class TrainConfig(Section):
     max_nonfinite_steps: int = Field(10, gt=0)  # stop after this many non-finite losses in a row
 
     @model_validator(mode="after")
-    def _average_within_kept(self) -> TrainConfig:
+    def _consistent(self) -> TrainConfig:
         if self.average_last > self.keep_last:
-            raise PydanticCustomError(
+            raise rule(
                 "average_last",
-                "train.average_last: {n} checkpoints, but train.keep_last keeps only {kept}",
-                {"n": self.average_last, "kept": self.keep_last},
+                f"{self.average_last} checkpoints, but train.keep_last keeps only {self.keep_last}; "
+                f"set keep_last to at least {self.average_last}",
             )
+        if self.lr_patience == 0:  # the trainer would never decay: say how to ask for that
+            raise rule("lr_patience", "must be at least 1; to turn learning-rate decay off, set train.lr_decay: 1.0")
+        # only an explicit cpu is known at load: auto picks the device on the machine that trains (the trainer
+        # refuses fp16 there when it finds no GPU), and a recipe may be written on one machine and run on another
+        if self.precision == "fp16" and self.device == "cpu":
+            raise rule("precision", "fp16 needs a CUDA device, and train.device is cpu; use bf16 on the CPU")
         return self
 
     @field_validator("max_time", mode="before")
@@ -291,6 +546,9 @@ class ClassifyEvalConfig(Section):
     batch_size: int = Field(128, gt=0)  # texts per batch
 
 
+# ---------------------------------------------------------------- recipes
+
+
 class Recipe(Section):
     """What every recipe has; the ``task`` key picks the subclass that adds data, model and eval sections."""
 
@@ -307,51 +565,51 @@ class Recipe(Section):
         if self.train.keep_best_by is None:
             self.train.keep_best_by = choices[0]
         elif self.train.keep_best_by not in choices:
-            raise PydanticCustomError(
-                "keep_best_by",
-                "train.keep_best_by: {value!r} is not one of: {choices}",
-                {"value": self.train.keep_best_by, "choices": ", ".join(choices)},
-            )
+            raise rule("train.keep_best_by", f"{self.train.keep_best_by!r} is not one of: {', '.join(choices)}")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_split(self) -> Recipe:
+        """Training validates: a data section that reads its splits must name valid, or hold it out of train."""
+        data = self.data
+        fields = type(data).model_fields
+        if "valid" in fields and data.valid is None and not getattr(data, "holdout", None):
+            hint = "; or hold out training rows with data.holdout: N" if "holdout" in fields else ""
+            raise rule("data.valid", f"required key is missing{hint}")
         return self
 
     def check_files(self, origin: str) -> None:
-        """Rules across keys that types cannot state, and data files that must exist before training starts."""
+        """The files and folders the data section names exist. Checked before training, not when a finished
+        run's saved recipe is read back (its data may have moved)."""
+        for key, path, folder in self.data.required_paths():
+            if not (Path(path).is_dir() if folder else Path(path).is_file()):
+                problem = "no such folder" if folder else "file not found"
+                raise RecipeError(f"{origin}: {key}: {problem}: {path}{get_data_hint(path)}")
 
 
 class TranslationRecipe(Recipe):
     task: Literal["translation"] = "translation"
-    data: DataConfig
+    data: TranslationData
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     eval: EvalConfig = EvalConfig()
 
     SCORES: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match")
 
-    def check_files(self, origin: str) -> None:
-        data = self.data
-        if data.format == "generated":
-            if data.generator is None:
-                data.generator = GeneratorConfig()
-            return
-        check_splits(data, SPLIT_KEYS[data.format], origin)
-
 
 class ClassificationRecipe(Recipe):
     task: Literal["classification"]
-    data: LabelledTextData
+    data: LabelledData
     tokenizer: TextTokenizerConfig = TextTokenizerConfig()
     model: ClassifierModelConfig = ClassifierModelConfig()
     eval: ClassifyEvalConfig = ClassifyEvalConfig()
 
     SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
 
-    def check_files(self, origin: str) -> None:
-        check_splits(self.data, SPLIT_KEYS[self.data.format], origin)
-
 
 class CaptioningRecipe(Recipe):
     task: Literal["captioning"]
-    data: ImageCaptionData
+    data: CaptionData
     tokenizer: TextTokenizerConfig = TextTokenizerConfig(vocab_size=4000)
     model: CaptionModelConfig = CaptionModelConfig()
     eval: CaptionEvalConfig = CaptionEvalConfig()
@@ -360,45 +618,25 @@ class CaptioningRecipe(Recipe):
 
     @model_validator(mode="after")
     def _augment(self) -> CaptioningRecipe:
+        fixed = self.model.encoder.features_fixed
         if self.data.augment is None:
-            self.data.augment = not self.model.encoder.features_fixed
+            self.data.augment = not fixed
+        elif self.data.augment and fixed:
+            raise rule(
+                "data.augment",
+                "a frozen encoder's features are computed once per image, so training images cannot be "
+                "augmented; set data.augment: false (or model.encoder.freeze: false)",
+            )
         return self
 
     def check_files(self, origin: str) -> None:
-        self.check_encoder(origin)
-        data = self.data
-        if data.format == "generated":
-            if data.generator is None:
-                data.generator = ShapesConfig()
-            return
-        if data.format in ("flickr8k", "imagefolder") and not data.image_dir:
-            raise RecipeError(f"{origin}: data.image_dir: required when data.format is '{data.format}'")
-        if data.image_dir and not Path(data.image_dir).is_dir():
-            raise RecipeError(f"{origin}: data.image_dir: no such folder: {data.image_dir}")
-        if data.format == "flickr8k":
-            if not data.captions:
-                raise RecipeError(f"{origin}: data.captions: required when data.format is 'flickr8k'")
-            if not Path(data.captions).is_file():
-                raise RecipeError(f"{origin}: data.captions: file not found: {data.captions}")
-        check_splits(data, IMAGE_SPLIT_KEYS[data.format], origin)
-
-    def check_encoder(self, origin: str) -> None:
-        """Rules between the encoder and the data, and the weights package a pretrained backbone needs."""
-        enc = self.model.encoder
-        if enc.train_last and enc.backbone != "efficientnet_lite0":
-            raise RecipeError(f"{origin}: model.encoder.train_last: only for backbone efficientnet_lite0")
-        if enc.train_last and not enc.freeze:
-            raise RecipeError(f"{origin}: model.encoder.train_last: needs freeze: true (without it all blocks train)")
-        if enc.features_fixed and self.data.augment:
-            raise RecipeError(
-                f"{origin}: data.augment: a frozen encoder's features are computed once per image, so training "
-                "images cannot be augmented; set data.augment: false (or model.encoder.freeze: false)"
-            )
-        if enc.backbone == "efficientnet_lite0":
+        """The weights package a pretrained backbone needs, then the data files."""
+        if self.model.encoder.backbone == "efficientnet_lite0":
             try:
                 importlib.import_module(WEIGHTS_MODULE)  # a small module: where the weights file is
             except ImportError:
                 raise RecipeError(f"{origin}: model.encoder.backbone: {MISSING_WEIGHTS}") from None
+        super().check_files(origin)
 
 
 # the ImageNet weights of efficientnet_lite0: an optional dependency (the `pretrained` extra)
@@ -414,6 +652,23 @@ RECIPES: dict[str, type[Recipe]] = {
     "classification": ClassificationRecipe,
     "captioning": CaptioningRecipe,
 }
+
+# the data sets `python tools/get_data.py NAME` fills into data/NAME/ (that tool reads this list)
+DATA_SETS = ("multi30k", "sst2", "imdb", "flickr8k", "flickr8k-full", "tinyshakespeare")
+
+
+def get_data_hint(path: str) -> str:
+    """How to fill a missing ``path`` that lies in data/NAME/ of a data set tools/get_data.py knows; else ''."""
+    where = Path(path)
+    if where.is_absolute():
+        try:
+            where = where.relative_to(Path.cwd())
+        except ValueError:
+            return ""
+    parts = where.parts
+    if len(parts) >= 2 and parts[0] == "data" and parts[1] in DATA_SETS:
+        return f"; fill it with: python tools/get_data.py {parts[1]}"
+    return ""
 
 
 def parse_duration(text: str) -> float:
@@ -493,26 +748,59 @@ def validate(tree: dict, origin: str) -> Recipe:
     try:
         return kind.model_validate(tree)
     except ValidationError as error:
-        problems = [describe(problem, kind) for problem in error.errors()]
+        # a misspelt or misplaced key usually explains a missing one: it is reported first
+        ordered = sorted(error.errors(), key=lambda problem: problem["type"] != "extra_forbidden")
+        problems = [describe(problem, kind) for problem in ordered]
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise RecipeError(f"{origin}: {problems[0]}{more}") from None
 
 
+# ---------------------------------------------------------------- pydantic errors as key paths
+
+
+@dataclass
+class Place:
+    """Where a pydantic error points, in recipe terms."""
+
+    keys: list[str]  # the key path (pydantic's location without the format tags of data sections)
+    sections: list[type[BaseModel] | None]  # the section each key was looked up in (None: not a section)
+    chosen: tuple[int, str, dict[str, type[BaseModel]]] | None  # the data format on the way: where its keys
+    # start in ``keys``, the format, and every format's schema
+
+
+def locate(recipe_type: type[Recipe], loc: tuple) -> Place:
+    place, node = Place([], [], None), recipe_type
+    for part in loc:
+        formats = _formats(node)
+        if part in formats:  # the tag of a data section: which format's schema was used
+            place.chosen, node = (len(place.keys), part, formats), formats[part]
+            continue
+        section = _section(node)
+        field = section.model_fields.get(str(part)) if section else None
+        place.keys.append(str(part))
+        place.sections.append(section)
+        node = field.annotation if field else None
+    return place
+
+
 def describe(problem: dict, recipe_type: type[Recipe]) -> str:
     """One pydantic error as ``key.path: what is wrong``."""
-    loc = [str(part) for part in problem["loc"]]
-    if problem["type"] == "keep_best_by":
-        return problem["msg"]
-    path = ".".join(loc) or "recipe"
+    place = locate(recipe_type, problem["loc"])
+    path = ".".join(place.keys) or "recipe"
     kind, value = problem["type"], problem.get("input")
-    if kind == "literal_error":
-        choices = ", ".join(re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
+    if kind == "recipe_rule":
+        key = (problem.get("ctx") or {}).get("key")
+        return f"{'.'.join([*place.keys, key]) if key else path}: {problem['msg']}"
+    if kind in ("literal_error", "union_tag_invalid"):
+        expected = problem["ctx"]["expected" if kind == "literal_error" else "expected_tags"]
+        choices = ", ".join(re.findall(r"'([^']*)'", expected))
+        if kind == "union_tag_invalid":
+            path, value = f"{path}.format", value.get("format")
         return f"{path}: {value!r} is not one of: {choices}"
+    if kind == "union_tag_not_found":
+        return f"{path}: input should be a section of keys (got {value!r})"
     if kind == "extra_forbidden":
-        known = known_keys(recipe_type, loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-        return f"{path}: unknown key{hint}"
+        return f"{path}: {unknown_key(place)}"
     if kind == "missing":
         return f"{path}: required key is missing"
     message = problem["msg"][0].lower() + problem["msg"][1:]
@@ -522,53 +810,53 @@ def describe(problem: dict, recipe_type: type[Recipe]) -> str:
     return f"{path}: {message} (got {value!r})"
 
 
-def known_keys(recipe_type: type[Recipe], loc: list[str]) -> list[str]:
-    """The field names of the section at ``loc`` (for 'did you mean')."""
-    section: type[BaseModel] = recipe_type
-    for part in loc:
-        field = section.model_fields.get(part)
-        inner = field and next(
-            (t for t in _types(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None
-        )
-        if inner is None:
-            return []
-        section = inner
-    return list(section.model_fields)
+def unknown_key(place: Place) -> str:
+    """Why the last key of ``place`` is refused: it belongs to another data format, or to no section at all."""
+    key, section = place.keys[-1], place.sections[-1]
+    if place.chosen is not None:
+        start, chosen, formats = place.chosen
+        inner = place.keys[start:]
+        if any(_has_keys(schema, inner) for schema in formats.values() if schema is not formats[chosen]):
+            takes = f" (it takes {_and(list(section.model_fields))})" if len(inner) > 1 else ""
+            return f"does not apply to {'.'.join([*place.keys[:start], 'format'])} {chosen!r}{takes}"
+    known = list(section.model_fields) if section else []
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"unknown key; did you mean '{close[0]}'?" if close else f"unknown key; known keys: {', '.join(known)}"
+
+
+def _section(node: Any) -> type[BaseModel] | None:
+    """The section type in an annotation (``X``, ``X | None``), else None."""
+    for candidate in _types(node):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _formats(node: Any) -> dict[str, type[BaseModel]]:
+    """Format → schema when ``node`` is a data section's tagged union (see ``tagged_by_format``), else {}."""
+    formats = {}
+    for choice in _types(node):
+        if get_origin(choice) is Annotated:
+            schema, *marks = get_args(choice)
+            formats.update({mark.tag: schema for mark in marks if isinstance(mark, Tag)})
+    return formats
+
+
+def _has_keys(section: type[BaseModel] | None, keys: list[str]) -> bool:
+    for key in keys:
+        field = section.model_fields.get(key) if section else None
+        if field is None:
+            return False
+        section = _section(field.annotation)
+    return True
 
 
 def _types(annotation: Any) -> list[Any]:
     return list(getattr(annotation, "__args__", ())) or [annotation]
 
 
-IMAGE_SPLIT_KEYS = {"flickr8k": ("images",), "jsonl": ("path",), "csv": ("path",), "imagefolder": ("split",)}
-
-SPLIT_KEYS = {
-    "text": ("src", "tgt"),
-    "tsv": ("path",),
-    "csv": ("path",),
-    "jsonl": ("path",),
-    "hub": ("split",),
-}
-
-
-def check_splits(data, keys: tuple[str, ...], origin: str) -> None:
-    """Each split names what its format needs, and its files exist; valid may come from ``data.holdout``."""
-    if data.format == "hub" and not data.hub_id:
-        raise RecipeError(f"{origin}: data.hub_id: required when data.format is 'hub'")
-    if getattr(data, "holdout", None) and data.valid is not None:
-        raise RecipeError(f"{origin}: data.holdout: give either a valid split or holdout, not both")
-    for name in ("train", "valid", "test"):
-        split = getattr(data, name)
-        if split is None:
-            if name == "train" or (name == "valid" and not getattr(data, "holdout", None)):
-                raise RecipeError(f"{origin}: data.{name}: required key is missing")
-            continue
-        for key in keys:
-            value = getattr(split, key)
-            if not value:
-                raise RecipeError(f"{origin}: data.{name}.{key}: required when data.format is '{data.format}'")
-            if key in ("src", "tgt", "path", "images") and not Path(value).is_file():
-                raise RecipeError(f"{origin}: data.{name}.{key}: file not found: {value}")
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def dump_recipe(recipe: Recipe, path: Path) -> None:

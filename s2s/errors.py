@@ -33,3 +33,9 @@ class TrainingError(S2SError):
     """Training cannot go on (e.g. the loss keeps diverging); the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class BackendError(S2SError):
+    """``S2S_KERNELS`` has a value s2s does not know, or is ``require`` and the CPU kernels could not be built."""
+
+    exit_code = 1

@@ -21,3 +21,10 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text(path: Path, lines: list[str]) -> Path:
+    """``lines`` as a UTF-8 text file, one per line, written whole or not at all; returns ``path``."""
+    text = "".join(line + "\n" for line in lines)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return Path(path)

@@ -2,20 +2,21 @@
 
 Over a batch's [N, V] logits (N target tokens, an 8k vocabulary), ``F.cross_entropy`` after an ``nn.Linear`` makes
 a dozen passes over memory: forward, the log-softmax, the smoothing sum; backward, the softmax again, the gradient,
-the bias's column sums and, under bf16 on the CPU, copies of the whole matrix to fp32 and back. On this CPU that came
-to 66 ms a training step in bf16, more than the recurrent decoder itself. Training backpropagates right after the
-forward, so here the softmax is taken once, in the logits' own dtype, and kept. Its gradient, softmax minus the
-smoothed one-hot target, is never formed: the one-hot and the uniform smoothing term are a gather and a rank-one
-update of the input and weight gradients, so the [N, V] matrix is only read by the two products of the backward.
+the bias's column sums and, under bf16 on the CPU, copies of the whole matrix to fp32 and back; in bf16 on the CPU
+that costs more than the recurrent decoder itself. Training backpropagates right after the forward, so here the
+softmax is taken once, in the logits' own dtype, and kept. Its gradient, softmax minus the smoothed one-hot target,
+is never formed: the one-hot and the uniform smoothing term are a gather and a rank-one update of the input and
+weight gradients, so the [N, V] matrix is only read by the two products of the backward.
 
 The loss is label smoothing as PyTorch defines it, (1 - ε) · NLL + ε · mean over the vocabulary of -log p, which per
 token is ``lse - (1 - ε) x_y - ε mean(x)`` with x the logits and ``lse`` their log-sum-exp. ``lse`` is read off the
 softmax as ``x_y - log p_y``; where p_y is too small for that (below 1e-30) the row's lse is computed directly. The
 sum of all logits, for the smoothing term, is (Σ_n h_n) · (Σ_v w_v) + N Σ_v b_v: no pass over the matrix.
 
-On the CPU with fp32 parameters and fp32 or bf16 products, the compiled kernel of ``s2s/kernels/loss.cpp`` goes
-further: one pass per row gives the loss and writes the logits' gradient G = softmax - (1 - ε) onehot(y) - ε / V over
-the logits, with the bias gradient summed on the way, and the backward is the two products with G.
+Where ``s2s.kernels`` says so (on the CPU with fp32 parameters and fp32 or bf16 products, once built), the compiled
+kernel of ``s2s/kernels/loss.cpp`` goes further: one pass per row gives the loss and writes the logits' gradient
+G = softmax - (1 - ε) onehot(y) - ε / V over the logits, with the bias gradient summed on the way, and the backward
+is the two products with G.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 from s2s import kernels
 
 TINY = 1e-30  # below this, log p_y read off the softmax is not trusted
-# oneDNN, which runs the CPU's bf16 products, compiles a kernel for each new matrix shape (about 15 ms for the
-# [N, V] × [V, H] product); the number of target tokens N differs every batch, so N is padded up to a multiple of this
+# oneDNN, which runs the CPU's bf16 products, compiles a kernel for each new matrix shape, which is slow; the number
+# of target tokens N differs every batch, so N is padded up to a multiple of this
 ROW_BUCKET = 128
 
 

@@ -28,6 +28,7 @@ from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet_lite0
 from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
+from s2s.modules.recurrence import reuse_weight_casts
 from s2s.tokenizer import PAD
 
 
@@ -55,6 +56,10 @@ class Seq2Seq(nn.Module):
 
     def reorder_state(self, state: DecoderState, order: torch.Tensor) -> DecoderState:
         return self.decoder.reorder_state(state, order)
+
+    def decoding(self):
+        """Held around a whole search: the weights cannot change, so each is cast to the decoding dtype once."""
+        return reuse_weight_casts()
 
     def forward(self, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
         """Teacher forcing → the mean label-smoothed cross-entropy per target token. Padding never reaches the
@@ -129,14 +134,8 @@ def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int
 def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Module]]:
     """The recipe's CNN → (network, channels of its feature grid, modules fine-tuned in spite of ``freeze``)."""
     if enc.backbone == "resnet":
-        if enc.pretrained:
-            raise RecipeError(
-                "model.encoder.pretrained: the built-in resnet trains from scratch; use a pretrained backbone"
-            )
         return (*compact_resnet(enc.channels, enc.blocks), [])
     if enc.backbone == "efficientnet_lite0":
-        if enc.pretrained:
-            raise RecipeError("model.encoder.pretrained: efficientnet_lite0 always loads its ImageNet weights")
         try:
             net = pretrained_efficientnet_lite0()
         except ImportError:
@@ -153,30 +152,20 @@ def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Mod
 
 
 def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNNDecoder:
-    if dec.input_feeding and dec.attention == "none":
-        raise RecipeError("model.decoder.input_feeding: needs attention; set it to false when attention is 'none'")
-    if dec.tie_embeddings and dec.embedding_size != dec.hidden_size:
-        raise RecipeError(
-            "model.decoder.tie_embeddings: needs model.decoder.embedding_size == hidden_size "
-            f"({dec.embedding_size} != {dec.hidden_size})"
-        )
-    if dec.attention == "luong_dot" and dec.hidden_size != encoder_size:
-        raise RecipeError(
-            f"model.decoder.attention: luong_dot needs decoder hidden_size ({dec.hidden_size}) equal "
-            f"to the encoder's output size ({encoder_size}); use luong_general or bahdanau"
-        )
+    """The recipe's decoder over an encoder of ``encoder_size``; the recipe's rules between decoder keys, and
+    between the decoder and the encoder, were checked when it was loaded (s2s.config)."""
     return RNNDecoder(
-        vocab_size,
-        dec.embedding_size,
-        dec.hidden_size,
-        dec.layers,
-        dec.cell,
-        dec.dropout,
-        encoder_size,
-        dec.attention,
-        dec.input_feeding,
-        dec.conditioning == "every_step",
-        dec.tie_embeddings,
+        vocab_size=vocab_size,
+        embedding_size=dec.embedding_size,
+        hidden_size=dec.hidden_size,
+        layers=dec.layers,
+        cell=dec.cell,
+        dropout=dec.dropout,
+        summary_size=encoder_size,
+        attention=dec.attention,
+        input_feeding=dec.input_feeding,
+        every_step=dec.conditioning == "every_step",
+        tie_embeddings=dec.tie_embeddings,
     )
 
 

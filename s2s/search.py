@@ -8,13 +8,30 @@ log-probabilities (EOS included) divided by the GNMT length penalty ((5 + length
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from s2s.modules.decoders import Memory
-from s2s.modules.recurrence import reuse_weight_casts
 from s2s.tokenizer import BOS, EOS, PAD
+
+
+class Memory(Protocol):
+    """What a model's ``encode`` returns, as search sees it: one row per input."""
+
+    mask: torch.Tensor  # [B, S] True at the positions attention may read
+
+    def select(self, rows: torch.Tensor) -> Memory: ...  # the rows of the inputs still being decoded
+
+
+class Decoder(Protocol):
+    """The model interface search decodes through; the decoding state is a value it passes back and forth."""
+
+    def initial_state(self, memory: Memory): ...
+    def step(self, prev: torch.Tensor, state, memory: Memory) -> tuple[torch.Tensor, object, torch.Tensor | None]: ...
+    def reorder_state(self, state, order: torch.Tensor): ...
+    def decoding(self) -> AbstractContextManager: ...  # held around a whole search: the weights do not change
 
 
 @dataclass
@@ -47,7 +64,7 @@ def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 # no_grad rather than inference_mode: under inference_mode autocast casts the weights again at every step,
 # under no_grad it casts each once per search (its cache keeps casts of leaf tensors that require grad)
 @torch.no_grad()
-def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = False) -> list[Hypothesis]:
+def greedy_search(model: Decoder, memory: Memory, limit: torch.Tensor, attention: bool = False) -> list[Hypothesis]:
     """The most probable next token at each step, for every input at once (``memory`` is the model's encoding
     of the batch; ``limit`` [B] as max_lengths). An output that has ended leaves the batch: it costs nothing more."""
     batch, max_len, device = memory.mask.size(0), int(limit.max()), memory.mask.device
@@ -79,10 +96,16 @@ def greedy_search(model, memory: Memory, limit: torch.Tensor, attention: bool = 
 
 
 def search(
-    model, memory: Memory, limit: torch.Tensor, beam_size: int, alpha: float, nbest: int, attention: bool = False
+    model: Decoder,
+    memory: Memory,
+    limit: torch.Tensor,
+    beam_size: int,
+    alpha: float,
+    nbest: int,
+    attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """The ``nbest`` hypotheses of each input: greedy search when one best of a beam of one is asked for."""
-    with reuse_weight_casts():  # the weights cannot change during a search
+    with model.decoding():
         if beam_size == 1 and nbest == 1:
             return [[h] for h in greedy_search(model, memory, limit, attention)]
         return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
@@ -102,7 +125,7 @@ def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.T
 
 @torch.no_grad()
 def beam_search(
-    model,
+    model: Decoder,
     memory: Memory,
     limit: torch.Tensor,
     beam_size: int,

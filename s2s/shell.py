@@ -1,12 +1,15 @@
-"""Front ends of trained models: an interactive shell for terminals, a line-by-line filter for pipes.
+"""Front ends of trained models: an interactive shell for terminals, a line-by-line filter for pipes, and how each
+command presents its answers (translations, labels, captions).
 
-Both take a ``respond`` function, so translation and classification share them: the shell's answers one line
-typed, the filter's answers a list of lines with one output block (one or more lines) per input line.
+The shell and the filter take a ``respond`` function, so translation and classification share them: the shell's
+answers one line typed, the filter's answers a list of lines with one output block (one or more lines) per input
+line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import sys
@@ -16,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from s2s.data.corpus import not_utf8
-from s2s.inference import Translation, Translator
+from s2s.data.corpus import decode_lines, not_utf8, read_lines
+from s2s.data.images import BadImage, image_files, open_image
+from s2s.files import write_text
+from s2s.inference import Caption, ImageCaptioner, Prediction, TextClassifier, Translation, Translator
 from s2s.pictures import terminal_heatmap
 
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
@@ -138,3 +143,69 @@ def is_utf8(text: str) -> bool:
 
 def heatmap(result: Translation) -> str:
     return terminal_heatmap(result.source_pieces, result.target_pieces, result.hypothesis.attention)
+
+
+def read_input(path: Path | None) -> list[str]:
+    """The lines to answer: of the file named, else all of stdin (bad bytes name their line)."""
+    if path is not None:
+        return read_lines(path)
+    return decode_lines(sys.stdin.buffer.read(), "<stdin>")
+
+
+def write_output(blocks: list[str], path: Path | None) -> None:
+    """Answers to stdout, or to ``path`` written whole at the end (an interrupted run leaves no half file)."""
+    if path is None:
+        sys.stdout.write("".join(block + "\n" for block in blocks))
+    else:
+        write_text(path, blocks)
+
+
+def label_line(text: str, prediction: Prediction, as_json: bool) -> str:
+    """``label<TAB>probability``, or one JSON object with every label's probability."""
+    if not as_json:
+        return f"{prediction.label}\t{prediction.probability:.4f}"
+    probabilities = {k: round(v, 4) for k, v in prediction.probabilities.items()}
+    answer = {"text": text, "label": prediction.label, "probability": round(prediction.probability, 4)}
+    return json.dumps({**answer, "probabilities": probabilities}, ensure_ascii=False)
+
+
+def label_lines(classifier: TextClassifier, lines: list[str], as_json: bool) -> list[str]:
+    """One answer per line; blank lines stay blank."""
+    texts = [line for line in lines if line.strip()]
+    predictions = iter(classifier.classify(texts) if texts else ())
+    return [label_line(line, next(predictions), as_json) if line.strip() else "" for line in lines]
+
+
+def caption_files(captioner: ImageCaptioner, paths: list[Path], options: dict, as_json: bool) -> int:
+    """Print the captions of the images named (folders are walked), a batch at a time; an unreadable file gets
+    an error line on stderr and the others go on. Returns how many could not be captioned."""
+    failed, files = 0, []
+    for path in paths:
+        found = image_files([path])
+        if path.is_dir() and not found:
+            print(f"s2s: error: {path}: no image files in this folder", file=sys.stderr)
+            failed += 1
+        files += found
+    size = captioner.config.batch_size
+    for start in range(0, len(files), size):
+        good, pictures = [], []
+        for path in files[start : start + size]:
+            try:
+                pictures.append(open_image(path))
+                good.append(path)
+            except BadImage as error:
+                print(f"s2s: error: {error}", file=sys.stderr)
+                failed += 1
+        results = captioner.caption(pictures, **options) if pictures else []
+        for path, captions in zip(good, results, strict=True):
+            print(caption_block(path, captions, as_json), flush=True)
+    return failed
+
+
+def caption_block(path: Path, captions: list[Caption], as_json: bool) -> str:
+    if as_json:
+        ranked = [{"caption": c.text, "score": round(c.hypothesis.normalized, 4)} for c in captions]
+        return json.dumps({"image": str(path), "captions": ranked}, ensure_ascii=False)
+    if len(captions) == 1:
+        return f"{path}\t{captions[0].text}"
+    return "\n".join(f"{path}\t{k}\t{c.hypothesis.normalized:.4f}\t{c.text}" for k, c in enumerate(captions, 1))

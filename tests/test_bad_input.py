@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -193,7 +193,19 @@ CASES = {
             "train",
             str(
                 recipe_with(
-                    tmp, yaml.safe_dump({"task": "captioning", "data": {"format": "flickr8k", "image_dir": "nowhere"}})
+                    tmp,
+                    yaml.safe_dump(
+                        {
+                            "task": "captioning",
+                            "data": {
+                                "format": "flickr8k",
+                                "image_dir": "nowhere",
+                                "captions": "captions.txt",
+                                "train": {"images": "train.txt"},
+                                "valid": {"images": "valid.txt"},
+                            },
+                        }
+                    ),
                 )
             ),
             "--run-dir",

@@ -9,13 +9,14 @@ import sys
 import pytest
 
 from s2s import kernels
-from tests.conftest import ROOT, TINY, write_recipe
+from tests.helpers import ROOT, SHAPES_RUN, TINY, toy_sentiment_recipe, write_recipe
 
 BENCH = ROOT / "tools" / "bench.py"
 KEYS = (
     "train_tokens_per_s",
-    "decode_greedy_sents_per_s",
-    "decode_beam5_sents_per_s",
+    "train_examples_per_s",
+    "decode_greedy_per_s",
+    "decode_beam5_per_s",
     "peak_rss_mb",
     "padding_fraction",
     "flops_per_token",
@@ -47,12 +48,13 @@ def test_bench_reports_positive_figures_as_json(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for key in KEYS:
         assert key in result, key
-    for key in ("train_tokens_per_s", "decode_greedy_sents_per_s", "decode_beam5_sents_per_s", "peak_rss_mb"):
+    for key in ("train_tokens_per_s", "decode_greedy_per_s", "decode_beam5_per_s", "peak_rss_mb"):
         assert result[key] > 0, key
     assert 0 <= result["padding_fraction"] < 1
     assert result["flops_per_token"] > 0
     assert 0 < result["mfu"] < 1
     assert result["dtype"] == "fp32"
+    assert (result["task"], result["decode_unit"]) == ("translation", "sentences")
     assert result["device"] in ("cpu", "cuda")
     assert result["cpu_kernels"] == (result["device"] == "cpu" and kernels.available())
     assert result["train_steps"] == 3
@@ -73,3 +75,24 @@ def test_bench_errors_are_one_line(tmp_path, args, code, message):
     assert done.returncode == code
     assert done.stderr.startswith("bench: error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "task", "unit", "searches"),
+    [
+        (lambda directory: toy_sentiment_recipe(directory), "classification", "texts", False),
+        (lambda directory: SHAPES_RUN, "captioning", "captions", True),
+    ],
+    ids=["classification", "captioning"],
+)
+def test_bench_measures_every_problem_shape_through_its_pipeline(tmp_path, make, task, unit, searches):
+    recipe = write_recipe(tmp_path / "recipe.yaml", make(tmp_path))
+    done = bench(
+        str(recipe), "--steps", "2", "--warmup", "1", "--decode-sentences", "4", "--precision", "fp32", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["task"], result["decode_unit"]) == (task, unit)
+    assert result["train_tokens_per_s"] > 0 and result["train_examples_per_s"] > 0
+    assert result["decode_greedy_per_s"] > 0
+    assert ("decode_beam5_per_s" in result) == searches

@@ -8,9 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_recipe
 from PIL import Image
-from test_cli import s2s
 
 from s2s.config import CaptionModelConfig, DecoderConfig, ImageCaptionData, ImageEncoderConfig, load_recipe
 from s2s.data.images import BadImage, ImageCaptions, image_tensor, load_captioned, open_image
@@ -21,25 +19,8 @@ from s2s.models import Seq2Seq, build_captioner
 from s2s.modules.decoders import RNNDecoder
 from s2s.pipelines.captioning import readable
 from s2s.search import beam_search, greedy_search
-from s2s.train import Events, Trainer
-
-SHAPES_RUN = {
-    "task": "captioning",
-    "name": "tiny-shapes",
-    "data": {
-        "format": "generated",
-        "generator": {"train_size": 200, "valid_size": 16, "test_size": 16, "image_size": 32, "seed": 2},
-        "image_size": 32,
-        "workers": 0,
-    },
-    "tokenizer": {"vocab_size": 30},
-    "model": {
-        "encoder": {"channels": [8, 16], "output_size": 16, "dropout": 0.0},
-        "decoder": {"embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
-    },
-    "train": {"batch_size": 16, "max_steps": 12, "validate_every": 6, "log_every": 6, "threads": 1},
-    "eval": {"max_length": 10, "batch_size": 8},
-}
+from s2s.train import Trainer
+from tests.helpers import SHAPES_RUN, Messages, s2s, write_recipe
 
 
 def save_image(path, colour=(200, 30, 30), size=(40, 30)):
@@ -127,14 +108,6 @@ def test_unreadable_images_are_named_with_what_is_wrong(tmp_path):
         open_image(text)
     with pytest.raises(BadImage, match=f"^{tmp_path / 'gone.jpg'}: file not found$"):
         open_image(tmp_path / "gone.jpg")
-
-
-class Messages(Events):
-    def __init__(self):
-        self.texts = []
-
-    def message(self, text):
-        self.texts.append(text)
 
 
 def test_training_skips_unreadable_images_and_counts_them_or_fails_when_told(tmp_path):

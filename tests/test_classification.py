@@ -6,8 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import toy_sentiment_recipe, write_recipe, write_tsv
-from test_cli import assert_user_error, s2s
 
 from s2s.config import ClassifierModelConfig, EncoderConfig, HeadConfig, LabelledTextData, load_recipe
 from s2s.data.batching import collate_labelled
@@ -17,6 +15,7 @@ from s2s.metrics import classification_scores
 from s2s.models import build_classifier
 from s2s.pipelines.classification import label_set
 from s2s.runs import load_run
+from tests.helpers import assert_user_error, s2s, toy_sentiment_recipe, write_recipe, write_tsv
 
 # ---------------------------------------------------------------- the model
 
@@ -102,7 +101,7 @@ def test_a_valid_label_the_training_data_never_had_is_an_error_naming_its_line(t
 
 def test_training_learns_the_toy_task_and_keeps_the_labels_with_the_model(trained_classifier):
     assert json.loads((trained_classifier / "labels.json").read_text()) == ["neg", "pos"]
-    _, classifier = load_run(trained_classifier, task="classification")
+    classifier = load_run(trained_classifier, task="classification").predictor
     predictions = classifier.classify(["the film was great", "a dull story", "good"])
     assert [p.label for p in predictions] == ["pos", "neg", "pos"]
     for p in predictions:

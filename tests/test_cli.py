@@ -10,56 +10,36 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import TINY, write_recipe
 
 from s2s.cli import app
 from s2s.data.corpus import load_split
 from s2s.metrics import score_corpus
 from s2s.runs import load_run
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-S2S = [sys.executable, "-m", "s2s"]
-ENTRY_POINTS = {"script": ["s2s"], "module": S2S}
+from tests.helpers import (
+    ENTRY_POINTS,
+    ENV,
+    S2S,
+    TINY,
+    assert_no_traceback,
+    assert_user_error,
+    flat,
+    s2s,
+    write_recipe,
+)
 
 CLICK_APP = typer.main.get_command(app)
 COMMANDS = sorted(CLICK_APP.commands)
 
 METRIC_KEYS = {"bleu", "chrf", "exact_match", "signature", "n_sentences", "seconds"}
-
-
-def s2s(*args, cwd: Path | None = None, entry: list[str] = S2S, stdin: str = "") -> subprocess.CompletedProcess:
-    """Run ``s2s ARGS`` with stdin a pipe (empty unless given), so that nothing ever waits on a terminal."""
-    return subprocess.run(
-        [*entry, *map(str, args)], input=stdin, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
-    )
-
-
-def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-
-
-def assert_user_error(result: subprocess.CompletedProcess, exit_code: int, message: str) -> None:
-    """Exit ``exit_code``; stderr is exactly the one line ``s2s: error: MESSAGE``; nothing on stdout."""
-    assert_no_traceback(result)
-    assert result.returncode == exit_code, result.stderr
-    assert result.stderr == f"s2s: error: {message}\n"
-    assert result.stdout == ""
-
-
-def flat(text: str) -> str:
-    """Rich draws usage errors in a box that may wrap: drop the frame and join the words again."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
 def options_of(command) -> list[str]:
@@ -80,12 +60,12 @@ def run(trained_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def translator(trained_run):
-    return load_run(trained_run)[1]
+    return load_run(trained_run).predictor
 
 
 @pytest.fixture(scope="module")
 def split_pairs(run) -> list[tuple[str, str]]:
-    recipe = load_run(run)[0]
+    recipe = load_run(run).recipe
     return load_split(recipe.data, "test")
 
 
@@ -286,6 +266,14 @@ def not_a_run(tmp_path: Path, run: Path) -> Path:
     return tmp_path / "plain"
 
 
+def holds_a_recipe(tmp_path: Path, run: Path) -> Path:
+    """A user's folder that happens to hold a recipe.yaml: --overwrite must not delete it."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_recipe(folder / "recipe.yaml", TINY)
+    return folder
+
+
 RUN_ERRORS = [
     pytest.param(
         ["evaluate", "{dir}", "--split", "test"],
@@ -299,7 +287,24 @@ RUN_ERRORS = [
         "{dir}: not an s2s run (no recipe.yaml)",
         id="translate-directory-that-is-not-a-run",
     ),
+    pytest.param(
+        ["train", "{dir}/recipe.yaml", "--run-dir", "{dir}", "--overwrite"],
+        holds_a_recipe,
+        "{dir}: not an s2s run (its log.jsonl does not start with a run signature)",
+        id="train-overwrite-of-a-folder-that-is-not-a-run",
+    ),
 ]
+
+
+def test_overwrite_replaces_a_run_and_nothing_else(run, tmp_path):
+    copy_ = shutil.copytree(run, tmp_path / "run")
+    (copy_ / "mine.txt").write_text("a file s2s did not write")
+    recipe = write_recipe(tmp_path / "r.yaml", {**TINY, "train": {**TINY["train"], "max_steps": 2}})
+    refused = s2s("train", recipe, "--run-dir", copy_)
+    assert refused.returncode == 2 and "already holds a run; use --resume" in refused.stderr
+    result = s2s("train", recipe, "--run-dir", copy_, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert not (copy_ / "mine.txt").exists() and (copy_ / "last.safetensors").is_file()
 
 
 @pytest.mark.parametrize(("command", "make", "message"), RUN_ERRORS)
@@ -313,14 +318,6 @@ def test_a_directory_that_is_not_a_usable_run_is_a_usage_error_naming_it(command
 
 
 USAGE_ERRORS = [
-    pytest.param(
-        ["evaluate", "{run}"],
-        "give one of --split, --src with --ref, --data, or --images with --captions",
-        id="evaluate-neither-split-nor-src",
-    ),
-    pytest.param(
-        ["evaluate", "{run}", "--src", "{file}"], "--src and --ref go together", id="evaluate-src-without-ref"
-    ),
     pytest.param(["evaluate", "{run}", "--split", "test", "--beam", "0"], "--beam", id="evaluate-beam-0"),
     pytest.param(
         ["translate", "--model", "{run}", "--beam", "2", "--nbest", "3"],
@@ -330,6 +327,31 @@ USAGE_ERRORS = [
     pytest.param(["translate"], "--model", id="translate-without-model"),
     pytest.param(["frobnicate"], "frobnicate", id="unknown-command"),
 ]
+
+
+EVALUATION_ERRORS = [
+    pytest.param(
+        ["evaluate", "{run}"],
+        "--split: give --split valid|test, or --src with --ref (not both)",
+        id="evaluate-neither-split-nor-src",
+    ),
+    pytest.param(
+        ["evaluate", "{run}", "--src", "{file}"],
+        "--ref: --src with --ref go together",
+        id="evaluate-src-without-ref",
+    ),
+    pytest.param(
+        ["evaluate", "{run}", "--data", "{file}"],
+        "--data: does not apply to a translation run (it reads --src with --ref)",
+        id="evaluate-files-of-another-shape",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), EVALUATION_ERRORS)
+def test_evaluate_takes_a_split_or_the_files_of_the_runs_own_shape(args, message, run, tmp_path):
+    file = write_lines(tmp_path / "one.txt", ["March 3, 2021"])
+    assert_user_error(s2s(*[arg.format(run=run, file=file) for arg in args]), 2, message)
 
 
 @pytest.mark.parametrize(("args", "mentions"), USAGE_ERRORS)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from s2s.config import load_recipe, parse_duration
+from s2s.config import DROPOUT_STEPS, DecoderConfig, dump_recipe, get_data_hint, load_recipe, parse_duration
 from s2s.errors import RecipeError
-from tests.conftest import TINY, write_recipe
+from s2s.modules.dropout import STEPS, Dropout
+from tests.helpers import ROOT, TINY, write_recipe
 
 
 def with_change(path: str, value) -> dict:
@@ -64,10 +66,13 @@ def test_a_missing_data_file_names_the_key_and_the_file(tmp_path):
         load_recipe(recipe)
 
 
-def test_a_format_needs_its_own_split_keys(tmp_path):
+def test_a_format_takes_its_own_split_keys_and_no_other(tmp_path):
     tree = with_change("data", {"format": "tsv", "train": {"src": "a"}, "valid": {"path": "b"}})
-    with pytest.raises(RecipeError, match=r"data\.train\.path: required when data\.format is 'tsv'"):
-        load_recipe(write_recipe(tmp_path / "r.yaml", tree))
+    recipe = write_recipe(tmp_path / "r.yaml", tree)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe)
+    message = "data.train.src: does not apply to data.format 'tsv' (it takes path) (and 1 more problem)"
+    assert str(caught.value) == f"{recipe}: {message}"
 
 
 def test_malformed_yaml_names_file_line_and_column(tmp_path):
@@ -111,7 +116,44 @@ def test_defaults_live_in_the_config_types(tiny_recipe_file):
 
 
 def test_shipped_recipes_validate():
-    from tests.conftest import ROOT
 
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         load_recipe(path, check_files=False)
+
+
+def test_a_saved_recipe_reads_back_the_same(tmp_path):
+    """A run keeps its resolved recipe (every default written out): it must load again, as it was."""
+
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path, check_files=False)
+        dump_recipe(recipe, tmp_path / "saved.yaml")
+        assert load_recipe(tmp_path / "saved.yaml", check_files=False) == recipe, path
+
+
+def test_sections_refuse_contradicting_keys_when_built_in_python_too():
+    with pytest.raises(ValidationError, match="needs attention; set it to false when attention is 'none'"):
+        DecoderConfig(attention="none")
+
+
+def test_the_smallest_dropout_a_recipe_may_ask_for_is_one_the_module_applies(tmp_path):
+    assert DROPOUT_STEPS == STEPS
+    for rate, applied in ((1 / 512, False), (0.0019, False), (0.002, True), (0.0, True)):
+        tree = with_change("model.encoder.dropout", rate)
+        if applied:
+            load_recipe(write_recipe(tmp_path / "r.yaml", tree))
+            Dropout(rate)
+        else:
+            with pytest.raises(RecipeError, match=f"model.encoder.dropout: {rate} would drop nothing"):
+                load_recipe(write_recipe(tmp_path / "r.yaml", tree))
+            with pytest.raises(ValueError, match="would drop nothing"):
+                Dropout(rate)
+
+
+def test_a_missing_file_of_a_known_data_set_says_how_to_fill_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hint = "; fill it with: python tools/get_data.py sst2"
+    assert get_data_hint("data/sst2/train.tsv") == hint
+    assert get_data_hint(str(tmp_path / "data" / "sst2" / "train.tsv")) == hint
+    assert get_data_hint("data/mine/train.tsv") == ""
+    assert get_data_hint("elsewhere/data/sst2/train.tsv") == ""
+    assert get_data_hint("/somewhere/else/data/sst2/train.tsv") == ""

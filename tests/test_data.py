@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from s2s.config import DataConfig, SplitConfig
+from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, TextPairs
 from s2s.data.batching import batch_indices, collate
 from s2s.data.corpus import load_split, read_lines, read_text_pair
 from s2s.data.generated import dates_corpus
@@ -70,7 +70,7 @@ def test_a_broken_gzip_file_is_named(tmp_path):
 )
 def test_column_files_are_read_by_column_name(tmp_path, fmt, name, content):
     path = write(tmp_path / name, content)
-    data = DataConfig(format=fmt, src_column="de", tgt_column="en", train=SplitConfig(path=str(path)))
+    data = DataConfig(format=fmt, src_column="de", tgt_column="en", train={"path": str(path)})
     pairs = load_split(data, "train")
     assert pairs[1] == ("Katze", "cat")
     assert pairs[0][0] == 'ein "Hund"'
@@ -78,9 +78,38 @@ def test_column_files_are_read_by_column_name(tmp_path, fmt, name, content):
 
 def test_a_missing_column_is_named(tmp_path):
     path = write(tmp_path / "d.tsv", "de\tfr\nein\tun\n")
-    data = DataConfig(format="tsv", src_column="de", tgt_column="en", train=SplitConfig(path=str(path)))
+    data = DataConfig(format="tsv", src_column="de", tgt_column="en", train={"path": str(path)})
     with pytest.raises(DataError, match=r"d\.tsv: no column 'en' \(columns: de, fr\)"):
         load_split(data, "train")
+
+
+@pytest.mark.parametrize(
+    ("keys", "schema"),
+    [
+        ({"train": {"src": "a.de", "tgt": "a.en"}}, TextPairs),
+        ({"format": "jsonl", "train": {"path": "a.jsonl"}}, ColumnPairs),
+        ({"format": "hub", "hub_id": "bentrevett/multi30k", "train": {"split": "train"}}, HubPairs),
+        ({"format": "generated"}, GeneratedPairs),
+    ],
+)
+def test_a_data_section_is_the_schema_of_its_format(keys, schema):
+    data = DataConfig(**keys)
+    assert type(data) is schema and isinstance(data, DataConfig)
+    assert type(DataConfig(**data.model_dump())) is schema  # what a run's saved recipe holds reads back the same
+
+
+def test_the_generated_corpus_has_its_defaults_without_a_generator_key():
+    assert load_split(DataConfig(format="generated"), "valid") == load_split(
+        DataConfig(format="generated", generator={"valid_size": 500, "seed": 1}), "valid"
+    )
+
+
+def test_a_held_out_valid_split_comes_from_train_and_never_overlaps(tmp_path):
+    src = write(tmp_path / "a.de", "".join(f"satz {i}\n" for i in range(30)))
+    tgt = write(tmp_path / "a.en", "".join(f"sentence {i}\n" for i in range(30)))
+    data = DataConfig(train={"src": str(src), "tgt": str(tgt)}, holdout=5)
+    train, valid = load_split(data, "train"), load_split(data, "valid")
+    assert len(valid) == 5 and len(train) == 25 and not set(train) & set(valid)
 
 
 def test_the_dates_corpus_is_deterministic_and_splits_hold_different_days():
@@ -123,4 +152,4 @@ def test_collate_adds_bos_and_eos_and_pads():
     assert batch.src_lengths.tolist() == [3, 1]
     assert batch.tgt_in.tolist() == [[BOS, 9, PAD], [BOS, 10, 11]]
     assert batch.tgt_out.tolist() == [[9, EOS, PAD], [10, 11, EOS]]
-    assert batch.n_target_tokens == 5
+    assert batch.n_predictions == batch.n_tokens == 5

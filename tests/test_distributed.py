@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, write_recipe
+
+from tests.helpers import TINY, write_recipe
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 RECIPE = {**TINY, "train": {**TINY["train"], "max_steps": 20, "validate_every": 10, "batch_size": 32}}

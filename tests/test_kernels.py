@@ -1,6 +1,7 @@
 """The compiled CPU kernels compute what the Python loops compute: the encoder's GRU layers and the decoder's
 input-fed attention loop, forward and backward, in fp32 and under bf16 autocast, on padded batches, however the
-batch is split between threads. Where the kernels cannot be built the Python loops run, after one line saying why."""
+batch is split between threads. Where the kernels cannot be built these tests skip, saying why, unless
+S2S_KERNELS=require, under which they fail (what s2s.kernels decides, and when, is tests/test_backend.py's)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ import torch
 from s2s import kernels
 from s2s.modules.decoders import Memory, RNNDecoder
 from s2s.modules.encoders import RNNEncoder
-from tests.test_recurrence import decoder_and_inputs, run
+from tests.helpers import decoder_and_inputs, needs_kernels, run
 
 B, T, S, HIDDEN, VOCAB = 7, 6, 5, 24, 40
 LENGTHS = torch.tensor([5, 2, 4, 1, 5, 3, 5])
-
-needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
 
 
 @pytest.fixture
@@ -39,15 +38,15 @@ def assert_all_close(got: list[torch.Tensor], expected: list[torch.Tensor], tole
 
 
 def flatten(outputs) -> list[torch.Tensor]:
-    """``test_recurrence.run``'s outputs as one list of tensors."""
+    """``tests.helpers.run``'s outputs as one list of tensors."""
     logits, weights, state, states_grad, grads = outputs
     return [logits, weights, state.hidden.detach().float(), states_grad] + [grads[k].float() for k in sorted(grads)]
 
 
-@needs_kernels
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_the_decoder_kernels_compute_what_the_python_loop_computes(loops, attention, dtype):
+    needs_kernels()
     decoder, states, prev = decoder_and_inputs(attention, torch.float32)
     loops(compiled=False)
     expected = flatten(run(decoder, True, states, prev, dtype))
@@ -58,10 +57,10 @@ def test_the_decoder_kernels_compute_what_the_python_loop_computes(loops, attent
         assert_all_close(got, expected, 1e-5 if dtype is None else 2e-2)
 
 
-@needs_kernels
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_the_encoder_kernels_compute_what_the_python_loop_computes(loops, bidirectional, dtype):
+    needs_kernels()
     torch.manual_seed(0)
     encoder = RNNEncoder(VOCAB, 8, HIDDEN, 2, "gru", bidirectional, 0.0, False)
     src, lengths = torch.randint(4, VOCAB, (B, 7)), torch.tensor([7, 3, 5, 1, 6, 7, 2])
@@ -82,10 +81,22 @@ def test_the_encoder_kernels_compute_what_the_python_loop_computes(loops, bidire
         assert_all_close(run(), expected, 1e-5 if dtype is None else 2e-2)
 
 
-@needs_kernels
 def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch):
+    needs_kernels()
     torch.manual_seed(0)
-    decoder = RNNDecoder(VOCAB, 12, HIDDEN, 1, "gru", 0.0, 20, "bahdanau", True, False, False)
+    decoder = RNNDecoder(
+        vocab_size=VOCAB,
+        embedding_size=12,
+        hidden_size=HIDDEN,
+        layers=1,
+        cell="gru",
+        dropout=0.0,
+        summary_size=20,
+        attention="bahdanau",
+        input_feeding=True,
+        every_step=False,
+        tie_embeddings=False,
+    )
     calls = []
     forward = kernels.ops().fed_attention_forward
     monkeypatch.setattr(kernels, "ops", lambda: SimpleNamespace(fed_attention_forward=record))
@@ -102,40 +113,3 @@ def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch)
     assert calls == []  # decoding: no gradients wanted
     decoder(torch.randint(4, VOCAB, (B, T)), decoder.initial_state(memory), memory)
     assert len(calls) == 1
-
-
-def test_within_disabled_the_python_loops_run():
-    like = torch.empty(0)
-    with kernels.disabled():
-        assert not kernels.usable(like, torch.float32, torch.bfloat16)
-    assert kernels.usable(like, torch.float32, torch.bfloat16) == kernels.available()
-    assert not kernels.usable(like, torch.float64, torch.float64)  # fp64 (gradient checks): always the Python loops
-
-
-def test_s2s_kernels_off_chooses_the_python_loops_without_building(monkeypatch, capsys):
-    monkeypatch.setenv("S2S_KERNELS", "off")
-    monkeypatch.setattr(kernels, "_build_directory", lambda: pytest.fail("nothing is built"))
-    assert kernels._load() is False
-    assert capsys.readouterr().err == ""
-
-
-def test_a_failed_build_falls_back_to_the_python_loops_with_one_line(monkeypatch, capsys, tmp_path):
-    from torch.utils import cpp_extension
-
-    def broken(**_):
-        raise RuntimeError(
-            "Error building extension 's2s_kernels': [1/3] c++ -MMD -MF loss.o.d -O3 -c loss.cpp -o loss.o\n"
-            "loss.cpp:13:10: fatal error: torch/library.h: No such file or directory\n"
-            "compilation terminated."
-        )
-
-    monkeypatch.delenv("S2S_KERNELS", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(cpp_extension, "load", broken)
-    assert kernels._load() is False
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[-1] == (
-        "s2s: the CPU kernels could not be built (loss.cpp:13:10: fatal error: torch/library.h: No such file or "
-        "directory); using the Python loops"
-    )
-    assert len(lines) == 2 and lines[0].startswith("s2s: compiling the CPU kernels once")

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2s import kernels
 from s2s.loss import projected_cross_entropy
+from tests.helpers import needs_kernels
 
 N, H, V = 30, 16, 50
 
@@ -50,10 +50,10 @@ def test_fused_loss_and_gradients_equal_linear_then_cross_entropy(smoothing, und
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("underflow", [False, True], ids=["plain", "p_y-underflows"])
 def test_the_compiled_loss_and_gradients_equal_linear_then_cross_entropy_in_fp32(smoothing, underflow):
+    needs_kernels()
     output, hidden, target = layer_and_inputs(torch.float32)
     if underflow:  # row 0: p_y = e^-200, which no fp32 softmax can hold; the kernel takes log-sum-exp directly
         with torch.no_grad():
@@ -65,8 +65,8 @@ def test_the_compiled_loss_and_gradients_equal_linear_then_cross_entropy_in_fp32
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # the big weight row: fp32 rounding
 
 
-@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels could not be built here")
 def test_the_compiled_loss_refuses_a_target_outside_the_vocabulary():
+    needs_kernels()
     output, hidden, target = layer_and_inputs(torch.float32)
     target[3] = V
     with pytest.raises(RuntimeError, match=f"target {V} is outside the vocabulary of {V}"):

@@ -11,49 +11,9 @@ import torch
 
 from s2s.config import DecoderConfig, EncoderConfig, ModelConfig
 from s2s.data.batching import collate
-from s2s.errors import RecipeError
 from s2s.models import build_seq2seq
 from s2s.modules.encoders import reverse_padded
-
-VOCAB = 23
-SENTENCES = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
-TARGETS = [[4, 5, 6], [7, 8, 9, 10, 11], [12]]
-
-
-def small_model(
-    cell="gru",
-    bidirectional=True,
-    layers=1,
-    attention="bahdanau",
-    input_feeding=True,
-    reverse=False,
-    conditioning="init",
-    dec_layers=1,
-    seed=0,
-):
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        encoder=EncoderConfig(
-            cell=cell,
-            embedding_size=8,
-            hidden_size=6,
-            layers=layers,
-            bidirectional=bidirectional,
-            dropout=0.0,
-            reverse_source=reverse,
-        ),
-        decoder=DecoderConfig(
-            cell=cell,
-            embedding_size=8,
-            hidden_size=12 if bidirectional else 6,
-            layers=dec_layers,
-            dropout=0.0,
-            attention=attention,
-            input_feeding=input_feeding and attention != "none",
-            conditioning=conditioning,
-        ),
-    )
-    return build_seq2seq(config, VOCAB, VOCAB).eval()
+from tests.helpers import SENTENCES, TARGETS, VOCAB, small_model
 
 
 def teacher_forced(model, batch) -> torch.Tensor:
@@ -161,20 +121,6 @@ def test_an_untrained_decoder_predicts_nearly_uniformly_whether_or_not_its_embed
     mask = batch.tgt_out != 0
     loss = torch.nn.functional.cross_entropy(logits[mask], batch.tgt_out[mask])
     assert abs(loss.item() - math.log(vocab)) < 0.3
-
-
-@pytest.mark.parametrize(
-    ("decoder", "message"),
-    [
-        (dict(attention="none", input_feeding=True), "model.decoder.input_feeding: needs attention"),
-        (dict(tie_embeddings=True, embedding_size=8, hidden_size=16), "model.decoder.tie_embeddings"),
-        (dict(attention="luong_dot", hidden_size=16), "model.decoder.attention: luong_dot needs"),
-    ],
-)
-def test_model_settings_that_conflict_name_their_recipe_keys(decoder, message):
-    config = ModelConfig(decoder=DecoderConfig(**decoder), encoder=EncoderConfig(hidden_size=16))
-    with pytest.raises(RecipeError, match=message):
-        build_seq2seq(config, VOCAB, VOCAB)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -7,34 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.modules.decoders import RNNDecoder
 from s2s.modules.encoders import RNNEncoder
+from tests.helpers import decoder_and_inputs, run
 
-B, T, S, HIDDEN, VOCAB = 4, 6, 5, 16, 30
-LENGTHS = torch.tensor([5, 2, 4, 1])
-
-
-def run(decoder: RNNDecoder, fast: bool, states: torch.Tensor, prev: torch.Tensor, dtype=None):
-    decoder.fast_loop = fast
-    decoder.zero_grad()
-    states.grad = None
-    mask = torch.arange(S)[None] < LENGTHS[:, None]
-    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        values = states * mask[..., None]
-        memory = Memory(values, decoder.attention.project_keys(values), mask, states[:, 0])
-        logits, state, weights = decoder(prev, decoder.initial_state(memory), memory)
-        loss = logits.float().sin().sum() + state.hidden.float().sum() * 0.3  # every output gets a gradient
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None}
-    return logits.detach().float(), weights.float(), state, states.grad.clone(), grads
-
-
-def decoder_and_inputs(attention: str, dtype=torch.float64):
-    torch.manual_seed(0)
-    encoder_size = HIDDEN if attention == "luong_dot" else 24
-    decoder = RNNDecoder(VOCAB, 12, HIDDEN, 1, "gru", 0.0, encoder_size, attention, True, False, False).to(dtype)
-    states = torch.randn(B, S, encoder_size, dtype=dtype, requires_grad=True)
-    return decoder, states, torch.randint(4, VOCAB, (B, T))
+HIDDEN, VOCAB = 16, 30
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
@@ -67,17 +44,17 @@ def test_under_bf16_autocast_the_fast_loop_stays_close_to_fp32():
 def test_shapes_the_fast_loop_does_not_cover_take_the_general_path(shape):
     settings = dict(cell="gru", layers=1, every_step=False) | shape
     decoder = RNNDecoder(
-        VOCAB,
-        12,
-        HIDDEN,
-        settings["layers"],
-        settings["cell"],
-        0.0,
-        24,
-        "bahdanau",
-        True,
-        settings["every_step"],
-        False,
+        vocab_size=VOCAB,
+        embedding_size=12,
+        hidden_size=HIDDEN,
+        layers=settings["layers"],
+        cell=settings["cell"],
+        dropout=0.0,
+        summary_size=24,
+        attention="bahdanau",
+        input_feeding=True,
+        every_step=settings["every_step"],
+        tie_embeddings=False,
     )
     assert not decoder.fast_loop
 

@@ -11,7 +11,7 @@ from s2s.data.batching import collate
 from s2s.modules.decoders import Memory
 from s2s.search import beam_search, greedy_search, length_penalty, max_lengths
 from s2s.tokenizer import BOS, EOS
-from tests.test_models import small_model
+from tests.helpers import small_model
 
 A, B = 4, 5
 VOCAB = 6

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import s2s
 from s2s.checkpoint import load_state
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
+from s2s.models import count_parameters
+from s2s.runs import load_run
 from s2s.train import Events, Trainer, clip_and_step
-from tests.conftest import TINY, write_recipe
+from tests.helpers import TINY, write_recipe
 
 
 class Recorder(Events):
@@ -83,9 +87,33 @@ def test_a_run_directory_is_never_overwritten_and_resume_continues_it(tmp_path):
     assert [r["step"] for r in log_records(run_dir, "valid")] == [10, 20]
 
 
-def test_resume_needs_a_checkpoint(tmp_path):
-    with pytest.raises(RunError, match="nothing to resume"):
+def test_resume_needs_a_run(tmp_path):
+    with pytest.raises(RunError, match="empty: no such run directory"):
         Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", TINY)), tmp_path / "empty", resume=True).run()
+
+
+def test_resuming_a_finished_run_trains_no_further_step(tmp_path):
+    recipe_file = write_recipe(tmp_path / "r.yaml", {**TINY, "train": {**TINY["train"], "max_steps": 10}})
+    run_dir = tmp_path / "run"
+    Trainer(load_recipe(recipe_file), run_dir).run()
+    weights = (run_dir / "last.safetensors").read_bytes()
+    summary = Trainer(load_recipe(recipe_file), run_dir, resume=True).run()
+    assert (summary["stop"], summary["steps"]) == ("max_steps", 10)
+    assert (run_dir / "last.safetensors").read_bytes() == weights
+    assert [r["step"] for r in log_records(run_dir, "valid")] == [10]
+
+
+def test_the_log_starts_with_a_signature_of_what_ran(tmp_path):
+    run_dir = tmp_path / "run"
+    recipe_file = write_recipe(tmp_path / "r.yaml", {**TINY, "train": {**TINY["train"], "max_steps": 1}})
+    Trainer(load_recipe(recipe_file), run_dir).run()
+    first = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+    assert first["event"] == "run"
+    assert first["s2s"] == s2s.__version__ and first["torch"] == torch.__version__
+    assert (first["device"], first["threads"], first["precision"]) == ("cpu", 1, "fp32")
+    assert first["parameters"] == count_parameters(load_run(run_dir).predictor.model)
+    assert first["recipe_sha256"] == hashlib.sha256((run_dir / "recipe.yaml").read_bytes()).hexdigest()
+    assert isinstance(first["kernels"], bool) and first["resumed_at"] == 0
 
 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):
@@ -95,8 +123,11 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     assert events.steps[-1]["loss"] < events.steps[0]["loss"]
 
 
-def test_fp16_on_the_cpu_is_refused_with_the_recipe_key(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=fp16", "train.device=cpu"])
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device auto picks the GPU here")
+def test_fp16_is_refused_when_device_auto_finds_no_gpu(tmp_path):
+    """With train.device: cpu the recipe is refused at load (tests/test_bad_recipes.py); with auto, only the
+    machine that trains knows."""
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=fp16", "train.device=auto"])
     with pytest.raises(RecipeError, match="train.precision: fp16 needs a CUDA device"):
         Trainer(recipe, tmp_path / "run")
 
@@ -129,17 +160,26 @@ def test_early_stopping_after_patience_validations_without_improvement(tmp_path)
     assert summary["steps"] == 6
 
 
-def test_average_last_keeps_the_average_of_the_last_checkpoints_only_when_it_validates_better(tmp_path):
+@pytest.mark.parametrize(("average_bleu", "kept"), [(100.0, True), (-1.0, False)], ids=["better", "worse"])
+def test_average_last_keeps_the_average_of_the_last_checkpoints_only_when_it_validates_better(
+    tmp_path, monkeypatch, average_bleu, kept
+):
     tree = {**TINY, "train": {**TINY["train"], "max_steps": 30, "validate_every": 10, "average_last": 3}}
-    run = tmp_path / "run"
+    run, averaging = tmp_path / "run", Trainer.keep_average_if_better
+
+    def average_scoring(self, session):  # the average validates better, or worse, than any checkpoint can
+        self.score_valid = lambda _: (1.0, {"bleu": average_bleu}, average_bleu)
+        averaging(self, session)
+
+    monkeypatch.setattr(Trainer, "keep_average_if_better", average_scoring)
     summary = Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), run).run()
     (averaged,) = log_records(run, "averaged")
     assert averaged["checkpoints"] == ["step-00000010", "step-00000020", "step-00000030"]
+    assert averaged["kept"] is kept
     best_single = max(record["bleu"] for record in log_records(run, "valid"))
-    assert averaged["kept"] == (averaged["bleu"] > best_single)
-    assert summary["best"] == max(best_single, averaged["bleu"])
+    assert summary["best"] == (average_bleu if kept else best_single)
     best, average = load_file(str(run / "best.safetensors")), load_file(str(run / "averaged.safetensors"))
-    assert all(torch.equal(best[name], average[name]) for name in best) == averaged["kept"]
+    assert all(torch.equal(best[name], average[name]) for name in best) is kept
 
 
 def test_a_resumed_run_keeps_a_kept_average_unless_it_validates_better(tmp_path, monkeypatch):

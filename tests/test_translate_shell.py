@@ -46,7 +46,7 @@ def translate(*args, stdin: str = "") -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def translator(trained_run):
-    return load_run(trained_run)[1]
+    return load_run(trained_run).predictor
 
 
 @pytest.fixture(scope="module")

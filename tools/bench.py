@@ -1,33 +1,32 @@
 #!/usr/bin/env python3
-"""Benchmark a recipe: training speed, padding, peak memory and decoding speed, one row per precision.
+"""Benchmark any recipe: training speed, padding, peak memory and inference speed, one row per precision.
 
     python tools/bench.py recipes/translation.yaml --steps 20 --decode-sentences 50
-    python tools/bench.py recipes/quickstart.yaml --set train.batch_size=128 --precision fp32 bf16 --json
+    python tools/bench.py recipes/sentiment.yaml --precision bf16 --json
     python tools/bench.py --run runs/translation --decode-sentences 200
 
-Training: the data and a tokenizer are prepared as the trainer does (the translation pipeline's ``prepare``, in a
-temporary run directory), a fresh model is built, and ``--warmup`` + ``--steps`` batches go through
-``Trainer.train_step`` in the trainer's own batch order. The figure is the median over the timed steps of
-target tokens / step seconds (a step being collate, copy to the device and ``train_step``, as in the
-trainer's own tokens/s); padding is the share of PAD positions in the src and tgt tensors of those batches
-(tgt_in and tgt_out share one layout: counted once).
+Everything goes through the recipe's pipeline (``s2s.pipelines.pipeline_for``), so every problem shape is measured
+the same way. Training: the data and the assets (tokenizer, labels) are prepared as the trainer does, in a temporary
+run directory, a fresh model is built, and ``--warmup`` + ``--steps`` batches go through ``Trainer.train_step`` in
+the trainer's own batch order. The figures are medians over the timed steps of tokens / step seconds (the tokens
+the trainer counts: target tokens for sequence outputs, tokens read for classification) and of examples / step
+seconds, a step being collate, copy to the device and ``train_step``; padding is the share of PAD positions in the
+batches' token tensors (source and target; images have none).
 
-Decoding: sentences/second of ``s2s.inference.Translator`` with greedy search and with beam 5 on the first
-``--decode-sentences`` sources of the test split (the valid split when the recipe has none). An untrained
-model rarely emits EOS, so its outputs run to the length limit and the figure understates a trained model's
-speed: give ``--run RUN_DIR`` to decode with a trained run's weights and tokenizer (its recipe is then the
-benchmarked one). ``decode_*_at_limit`` in the JSON says how many outputs ran to the limit.
+Inference: items per second (sentences, captions or texts: the pipeline's ``UNIT``) of the pipeline's predictor on
+the first ``--decode-sentences`` examples of the valid split, with greedy search and with beam 5 where the shape
+searches, in one pass where it does not. An untrained model rarely emits EOS, so its outputs run to the length limit
+and the figure understates a trained model's speed: give ``--run RUN_DIR`` to decode with a trained run's weights and
+assets (its recipe is then the benchmarked one). ``decode_*_mean_length`` in the JSON is the mean output length.
 
 FLOPs: the floating-point operations of one more training step, counted by ``torch.utils.flop_counter`` (matrix
-products, forward and backward, as executed: decoder steps over padding included), per target token of that step.
-That step runs the Python loops (``s2s.kernels.disabled``): the compiled kernels' products are the same ones, but the
-counter cannot see them.
-Times the measured tokens/s, that is the achieved FLOP/s, reported as a fraction (``mfu``) of the device's matrix
-product peak in the same dtype, measured in the same run on square products (2048 on the CPU, 8192 on CUDA).
+products, forward and backward, as executed), per counted token of that step. That step runs the Python loops: the
+compiled kernels' products are the same ones, but the counter cannot see them. Times the measured tokens/s, that is
+the achieved FLOP/s, reported as a fraction (``mfu``) of the device's matrix product peak in the same dtype,
+measured in the same run on square products (2048 on the CPU, 8192 on CUDA).
 
-Loops: whether the compiled CPU kernels (``s2s/kernels``: GRU layers, the input-fed GRU decoder, the loss) were in
-use (column "loops", JSON ``cpu_kernels``) or everything ran as PyTorch operations from Python; LSTM layers always run
-PyTorch's own. ``S2S_KERNELS=off`` in the environment measures the latter.
+Loops: whether the compiled CPU kernels (``s2s/kernels``) were in use (column "loops", JSON ``cpu_kernels``) or
+everything ran as PyTorch operations from Python. ``S2S_KERNELS=off`` in the environment measures the latter.
 
 Memory: peak RSS is the process's high-water mark (``getrusage``) when the row ends, so a row also includes
 the peaks of the rows before it; on CUDA, ``torch.cuda.max_memory_allocated`` is reset for each row.
@@ -44,7 +43,6 @@ import itertools
 import json
 import math
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,14 +56,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from s2s import kernels
 from s2s.config import Recipe, TrainConfig, load_recipe
-from s2s.data.corpus import load_split
 from s2s.errors import DataError, S2SError
-from s2s.inference import Translator
-from s2s.models import build_seq2seq, count_parameters
-from s2s.pipelines.translation import Corpus, TranslationPipeline
-from s2s.runs import load_run
-from s2s.search import max_lengths
-from s2s.tokenizer import PAD, TokenizerPair
+from s2s.models import count_parameters
+from s2s.pipelines import Examples, Pipeline, pipeline_for
+from s2s.runs import Run, load_run
+from s2s.tokenizer import PAD
 from s2s.train import (
     Events,
     Progress,
@@ -77,71 +72,47 @@ from s2s.train import (
 )
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DECODE_WARMUP_SENTENCES = 4
+DECODE_WARMUP = 4
 BEAMS = {"greedy": 1, "beam5": 5}
 
 
 class Bench:
-    """One benchmark: the recipe, the device, and (with ``--run``) a trained run's translator."""
+    """One benchmark: the recipe, its pipeline, the device, and (with ``--run``) a trained run."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.run_dir = Path(args.run) if args.run else None
-        if self.run_dir is not None:
-            _, self.run_translator = load_run(self.run_dir, args.checkpoint)
-            recipe_file = self.run_dir / "recipe.yaml"
-        else:
-            self.run_translator = None
-            recipe_file = Path(args.recipe)
+        self.run: Run | None = load_run(args.run, args.checkpoint, task=None) if args.run else None
+        recipe_file = self.run.path / "recipe.yaml" if self.run else Path(args.recipe)
         self.recipe: Recipe = load_recipe(recipe_file, args.set or [])
+        self.pipeline: Pipeline = pipeline_for(self.recipe)
         self.device = resolve_device(self.recipe.train.device)
         self.precisions = args.precision or default_precisions(self.device)
         for precision in self.precisions:  # fail before any work: fp16 needs CUDA
             autocast_dtype(precision, self.device)
-        if self.run_translator is not None:
-            self.run_translator.model.to(self.device)
 
     def measure(self) -> list[dict]:
-        config = self.recipe.train
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        if self.recipe.train.threads:
+            torch.set_num_threads(self.recipe.train.threads)
         with tempfile.TemporaryDirectory(prefix="s2s-bench-") as scratch:
             work = Path(scratch) / "run"
             work.mkdir()
-            if self.run_translator is not None:  # the run's own tokenizer; the run stays untouched
-                shutil.copytree(self.run_dir / "tokenizer", work / "tokenizer")
             say(f"preparing data for {self.recipe.name!r}")
-            pipeline = TranslationPipeline(self.recipe)
-            reuse = self.run_translator is not None
-            train, valid = pipeline.prepare(work, StderrEvents(), reuse, pipeline.read_splits())
-            tokenizers = pipeline.tokenizers
-            if not train.src:
-                raise DataError("no training pairs are left after filtering; nothing to benchmark")
-            sentences, split = self.decode_sentences(valid)
+            events = StderrEvents()
+            splits = self.pipeline.read_splits(events)
+            if self.run is not None:  # the run's own assets; the run stays untouched
+                assets = self.pipeline.load_assets(self.run.path)
+            else:
+                assets = self.pipeline.prepare_assets(work, splits, events)
+            train, valid = self.pipeline.examples(assets, splits, events)
+            if not len(train):
+                raise DataError("no training examples are left after filtering; nothing to benchmark")
             rows = []
             for precision in self.precisions:
-                rows.append(self.row(precision, tokenizers, train, sentences, split, work))
+                rows.append(self.row(precision, assets, train, valid, work))
                 gc.collect()
         return rows
 
-    def decode_sentences(self, valid: Corpus) -> tuple[list[str], str]:
-        data = self.recipe.data
-        if data.format == "generated" or data.test is not None:
-            split, sources = "test", [s for s, _ in load_split(data, "test")]
-        else:
-            split, sources = "valid", valid.src_text
-        count = self.args.decode_sentences
-        return (sources if count is None else sources[:count]), split
-
-    def row(
-        self,
-        precision: str,
-        tokenizers: TokenizerPair,
-        train: Corpus,
-        sentences: list[str],
-        split: str,
-        work: Path,
-    ) -> dict:
+    def row(self, precision: str, assets, train: Examples, valid: Examples, work: Path) -> dict:
         recipe = self.recipe.model_copy(deep=True)
         recipe.train.precision = precision
         trainer = Trainer(recipe, work)  # resolves device and autocast dtype exactly as a training run does
@@ -149,7 +120,7 @@ class Bench:
         if cuda:
             torch.cuda.reset_peak_memory_stats(trainer.device)
         torch.manual_seed(recipe.train.seed)
-        model = build_seq2seq(recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(trainer.device)
+        model = self.pipeline.build_model(assets).to(trainer.device)
         optimizer = make_optimizer(model, recipe.train)
         scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.dtype == torch.float16)
         say(
@@ -158,30 +129,37 @@ class Bench:
         )
         # what ran the recurrent loops and the loss: the compiled CPU kernels, or PyTorch operations from Python
         compiled = kernels.usable(torch.empty(0, device=trainer.device), torch.float32, trainer.dtype or torch.float32)
-        result = {"device": str(trainer.device), "dtype": precision, "cpu_kernels": compiled}
+        result = {"task": recipe.task, "device": str(trainer.device), "dtype": precision, "cpu_kernels": compiled}
         result.update(train_speed(trainer, model, optimizer, scaler, train, self.args.warmup, self.args.steps))
         result.update(efficiency(trainer, model, optimizer, scaler, train, result["train_tokens_per_s"]))
-        if self.run_translator is not None:
-            model = self.run_translator.model
-            tokenizers = self.run_translator.tokenizers
-        translator = Translator(model, tokenizers, recipe.eval, trainer.device, trainer.dtype)
-        result["decode_split"] = split
+        if self.run is not None:
+            model = self.run.predictor.model.to(trainer.device)
+        predictor = self.pipeline.predictor(model, assets, trainer.device, trainer.dtype)
+        result["decode_unit"] = self.pipeline.UNIT
         result["decode_model"] = (
-            str(self.run_dir) if self.run_dir is not None else f"fresh, {self.args.warmup + self.args.steps} steps"
+            str(self.run.path) if self.run else f"fresh, {self.args.warmup + self.args.steps} steps"
         )
-        for name, beam in BEAMS.items():
-            say(f"{precision}: decoding {len(sentences)} {split} sentences, {name}")
-            figures = decode_speed(translator, sentences, beam, warm=self.args.warmup > 0)
-            result.update({f"decode_{name}_{key}": value for key, value in figures.items()})
+        result.update(self.inference(predictor, valid, precision))
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)
         result["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(trainer.device) / 2**20, 1) if cuda else None
         return result
 
+    def inference(self, predictor, valid: Examples, precision: str) -> dict:
+        """Items per second of the predictor on the valid split: greedy and beam 5 where the shape searches."""
+        settings = BEAMS if "beam" in self.pipeline.EVAL_OPTIONS else {"greedy": None}
+        count = len(valid) if self.args.decode_sentences is None else min(len(valid), self.args.decode_sentences)
+        figures = {}
+        for name, beam in settings.items():
+            say(f"{precision}: {self.pipeline.UNIT} of {count} valid examples, {name}")
+            measured = decode_speed(self.pipeline, predictor, valid, count, beam, warm=self.args.warmup > 0)
+            figures.update({f"decode_{name}_{key}": value for key, value in measured.items()})
+        return figures
 
-def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmup: int, steps: int) -> dict:
+
+def train_speed(trainer: Trainer, model, optimizer, scaler, train: Examples, warmup: int, steps: int) -> dict:
     """Time ``warmup`` + ``steps`` training steps; figures over the timed ones."""
     device, progress = trainer.device, Progress()
-    rates, seconds_per_step, losses = [], [], []
+    rates, example_rates, seconds_per_step, losses = [], [], [], []
     padded = positions = tokens_total = 0
     for n, indices in enumerate(itertools.islice(training_batches(trainer.config, train), warmup + steps)):
         synchronize(device)
@@ -195,14 +173,16 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
         if n < warmup:
             continue
         rates.append(tokens / max(seconds, 1e-9))
+        example_rates.append(len(indices) / max(seconds, 1e-9))
         seconds_per_step.append(seconds)
         losses.append(loss)
         tokens_total += tokens
-        padded += int(batch.src.eq(PAD).sum()) + int(batch.tgt_out.eq(PAD).sum())
-        positions += batch.src.numel() + batch.tgt_out.numel()
+        padding, size = padding_of(batch)
+        padded, positions = padded + padding, positions + size
     mean_loss = statistics.fmean(losses)
     return {
         "train_tokens_per_s": round(statistics.median(rates), 1),
+        "train_examples_per_s": round(statistics.median(example_rates), 1),
         "train_step_ms": round(1000 * statistics.median(seconds_per_step), 2),
         "train_steps": len(rates),
         "train_tokens": tokens_total,
@@ -211,8 +191,18 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Corpus, warmu
     }
 
 
-def efficiency(trainer: Trainer, model, optimizer, scaler, train: Corpus, tokens_per_s: float) -> dict:
-    """FLOPs per target token of one training step, the FLOP/s that makes at the measured speed, and that as a
+def padding_of(batch) -> tuple[int, int]:
+    """PAD positions and all positions of a batch's token tensors (a shared layout counted once: tgt_out)."""
+    padded = positions = 0
+    for name in ("src", "tgt_out"):
+        tensor = getattr(batch, name, None)
+        if tensor is not None and not tensor.is_floating_point():
+            padded, positions = padded + int(tensor.eq(PAD).sum()), positions + tensor.numel()
+    return padded, positions
+
+
+def efficiency(trainer: Trainer, model, optimizer, scaler, train: Examples, tokens_per_s: float) -> dict:
+    """FLOPs per counted token of one training step, the FLOP/s that makes at the measured speed, and that as a
     fraction of the device's matrix-product peak in the step's dtype."""
     # One more (counted) training step, after the timed ones: the model decoded afterwards has had one more update,
     # which changes nothing the decoding figures measure.
@@ -247,34 +237,30 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * size**3 / best
 
 
-def training_batches(config: TrainConfig, train: Corpus) -> Iterator[list[int]]:
+def training_batches(config: TrainConfig, train: Examples) -> Iterator[list[int]]:
     """The example indices of each batch in the order ``Trainer.run`` draws them, epoch after epoch."""
     lengths = train.lengths()
     for epoch in itertools.count():
         yield from epoch_batches(config, lengths, epoch)
 
 
-def decode_speed(translator: Translator, sentences: list[str], beam: int, warm: bool) -> dict:
-    """Sentences/second over ``sentences``, mean output length and the share cut at the length limit."""
-    if not sentences:
-        return {"sents_per_s": None, "seconds": None, "mean_length": None, "at_limit": None}
+def decode_speed(pipeline: Pipeline, predictor, valid: Examples, count: int, beam: int | None, warm: bool) -> dict:
+    """Items/second over the first ``count`` valid examples, and the mean output length where outputs are
+    token sequences."""
+    if not count:
+        return {"per_s": None, "seconds": None, "mean_length": None}
     if warm:
-        translator.translate(sentences[:DECODE_WARMUP_SENTENCES], beam_size=beam)
-    synchronize(translator.device)
+        pipeline.predict(predictor, valid, min(count, DECODE_WARMUP), beam)
+    synchronize(predictor.device)
     started = time.perf_counter()
-    outputs = translator.translate(sentences, beam_size=beam)
-    synchronize(translator.device)
+    outputs = pipeline.predict(predictor, valid, count, beam)
+    synchronize(predictor.device)
     seconds = time.perf_counter() - started
-    best = [options[0] for options in outputs]
-    source_lengths = torch.tensor([max(1, len(t.source_pieces)) for t in best])
-    limits = max_lengths(source_lengths, translator.config.max_length_ratio).tolist()
-    lengths = [len(t.hypothesis.tokens) for t in best]
-    at_limit = sum(length + 1 >= limit for length, limit in zip(lengths, limits, strict=True))
+    lengths = [len(options[0].hypothesis.tokens) for options in outputs if isinstance(options, list)]
     return {
-        "sents_per_s": round(len(sentences) / max(seconds, 1e-9), 2),
+        "per_s": round(count / max(seconds, 1e-9), 2),
         "seconds": round(seconds, 3),
-        "mean_length": round(statistics.fmean(lengths), 1),
-        "at_limit": round(at_limit / len(best), 3),
+        "mean_length": round(statistics.fmean(lengths), 1) if lengths else None,
     }
 
 
@@ -318,7 +304,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     first = rows[0]
     table = Table(
         title=f"{args.label}: {first['train_steps']} timed steps after {args.warmup} warm-up; "
-        f"decoding {first['decode_split']} ({first['decode_model']} model)"
+        f"{first['decode_unit']} of the valid split ({first['decode_model']} model)"
     )
     for header in (
         "device",
@@ -331,8 +317,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "padding",
         "peak RSS MB",
         *(["peak CUDA MB"] if cuda else []),
-        "greedy sent/s",
-        "beam5 sent/s",
+        "ex/s",
+        f"greedy {first['decode_unit']}/s",
+        f"beam5 {first['decode_unit']}/s",
     ):
         table.add_column(header, justify="left" if header in ("device", "dtype", "loops") else "right")
     for row in rows:
@@ -347,8 +334,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             f"{100 * row['padding_fraction']:.1f}%",
             f"{row['peak_rss_mb']:,.0f}",
             *([f"{row['cuda_peak_mb']:,.0f}"] if cuda else []),
-            number(row["decode_greedy_sents_per_s"]),
-            number(row["decode_beam5_sents_per_s"]),
+            number(row["train_examples_per_s"]),
+            number(row["decode_greedy_per_s"]),
+            number(row.get("decode_beam5_per_s")),
         )
     Console(width=max(160, Console().width)).print(table)
 
@@ -422,7 +410,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--decode-sentences",
         type=non_negative,
         metavar="N",
-        help="decode the first N sentences of the test split (default all; 0: skip decoding)",
+        help="run inference on the first N examples of the valid split (default all; 0: skip it)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
@@ -453,10 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     first = rows[0]
     if args.run is None and first["decode_greedy_mean_length"] is not None:
         say(
-            f"note: decoding used a barely trained model (mean output length: greedy "
-            f"{first['decode_greedy_mean_length']}, beam5 {first['decode_beam5_mean_length']} tokens; "
-            f"{100 * first['decode_greedy_at_limit']:.0f}% of greedy outputs at the length limit), so its "
-            "figures say little about a trained one: train first and pass --run RUN_DIR"
+            f"note: decoding used a barely trained model (mean greedy output length "
+            f"{first['decode_greedy_mean_length']} tokens), so its figures say little about a trained one: "
+            "train first and pass --run RUN_DIR"
         )
     print_table(rows, args)
     if args.json:

@@ -16,21 +16,19 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-MULTI30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
+from s2s.config import DATA_SETS  # the names, kept where a recipe's missing-file message can name this tool
 
-# name → {file name: download URL}. Data sets without URLs here can be filled with --from.
-DATASETS: dict[str, dict[str, str]] = {
+MULTI30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
+DOWNLOADS = {
     "multi30k": {
         f"{split}.{lang}.gz": f"{MULTI30K}{split}.{lang}.gz"
         for split in ("train", "val", "test_2016_flickr")
         for lang in ("de", "en", "fr")
     },
-    "sst2": {},
-    "imdb": {},
-    "flickr8k": {},
-    "flickr8k-full": {},
-    "tinyshakespeare": {},
 }
+
+# name → {file name: download URL}. Data sets without URLs here can be filled with --from.
+DATASETS: dict[str, dict[str, str]] = {name: DOWNLOADS.get(name, {}) for name in DATA_SETS}
 
 
 def copy_tree(source: Path, target: Path) -> int:

@@ -25,18 +25,14 @@ class Batch:
     indices: list[int]  # positions of these examples in their split
 
     @property
-    def n_target_tokens(self) -> int:
+    def n_predictions(self) -> int:
+        """Target tokens (EOS included): what the mean loss averages over."""
         return int(self.tgt_out.ne(PAD).sum())
 
     @property
     def n_tokens(self) -> int:
-        """What training speed counts: target tokens, as the peers report it."""
-        return self.n_target_tokens
-
-    @property
-    def n_predictions(self) -> int:
-        """What the mean loss averages over."""
-        return self.n_target_tokens
+        """What training speed counts: for a sequence output the very same target tokens, as the peers report it."""
+        return self.n_predictions
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -83,10 +79,14 @@ class ImageBatch:
     src_lengths: None = None  # every image is whole: nothing to mask
 
     @property
-    def n_tokens(self) -> int:
+    def n_predictions(self) -> int:
+        """Caption tokens (EOS included): what the mean loss averages over."""
         return int(self.tgt_out.ne(PAD).sum())
 
-    n_predictions = n_tokens
+    @property
+    def n_tokens(self) -> int:
+        """What training speed counts: the same caption tokens."""
+        return self.n_predictions
 
     def to(self, device: torch.device) -> ImageBatch:
         return ImageBatch(

@@ -9,18 +9,17 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from s2s.config import DataConfig
+from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, PairColumns
 from s2s.data.generated import dates_corpus
 from s2s.data.splits import holdout_rows
 from s2s.errors import DataError
 
 Pair = tuple[str, str]
-SPLITS = ("train", "valid", "test")
 
 
 def load_split(data: DataConfig, split: str) -> list[Pair]:
     """All pairs of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
-    if data.format == "generated":
+    if isinstance(data, GeneratedPairs):
         return generated_split(data, split)
     if data.holdout and split in ("train", "valid"):
         pairs = read_split(data, "train")
@@ -29,17 +28,18 @@ def load_split(data: DataConfig, split: str) -> list[Pair]:
 
 
 def read_split(data: DataConfig, split: str) -> list[Pair]:
+    """One split as named by the recipe (text files, a column file, or a hub dataset's split)."""
     spec = getattr(data, split)
     if spec is None:
         raise DataError(f"data.{split}: this recipe has no {split} split")
-    if data.format == "text":
-        return read_text_pair(Path(spec.src), Path(spec.tgt))
-    if data.format == "hub":
+    if isinstance(data, HubPairs):
         return read_hub(data, spec.split)
-    return read_columns(data, Path(spec.path))
+    if isinstance(data, ColumnPairs):
+        return read_columns(data, Path(spec.path))
+    return read_text_pair(Path(spec.src), Path(spec.tgt))
 
 
-def generated_split(data: DataConfig, split: str) -> list[Pair]:
+def generated_split(data: GeneratedPairs, split: str) -> list[Pair]:
     gen = data.generator
     sizes = {"train": gen.train_size, "valid": gen.valid_size, "test": gen.test_size}
     return dates_corpus(sizes, gen.seed)[split]
@@ -78,7 +78,7 @@ def read_text_pair(src: Path, tgt: Path) -> list[Pair]:
     return list(zip(sources, targets, strict=True))
 
 
-def read_columns(data: DataConfig, path: Path) -> list[Pair]:
+def read_columns(data: ColumnPairs, path: Path) -> list[Pair]:
     from datasets import disable_progress_bars, load_dataset  # slow to import; only these formats need it
 
     builder, options = {
@@ -94,7 +94,7 @@ def read_columns(data: DataConfig, path: Path) -> list[Pair]:
     return pairs_from_table(table, data, str(path))
 
 
-def read_hub(data: DataConfig, split: str) -> list[Pair]:
+def read_hub(data: HubPairs, split: str) -> list[Pair]:
     """A dataset from the Hugging Face hub (or its local cache), e.g. hub_id: bentrevett/multi30k."""
     from datasets import load_dataset
 
@@ -105,7 +105,7 @@ def read_hub(data: DataConfig, split: str) -> list[Pair]:
     return pairs_from_table(table, data, f"{data.hub_id}[{split}]")
 
 
-def pairs_from_table(table, data: DataConfig, origin: str) -> list[Pair]:
+def pairs_from_table(table, data: PairColumns, origin: str) -> list[Pair]:
     for column in (data.src_column, data.tgt_column):
         if column not in table.column_names:
             raise DataError(f"{origin}: no column {column!r} (columns: {', '.join(table.column_names)})")

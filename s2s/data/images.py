@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageEnhance, UnidentifiedImageError
 
-from s2s.config import ImageCaptionData
+from s2s.config import CaptionTable, Flickr8kCaptions, ImageCaptionData, ImageFolderCaptions, ShapesCaptions
 from s2s.data.corpus import first_line, read_lines
 from s2s.data.shapes import shapes_split
 from s2s.errors import DataError
@@ -43,7 +43,7 @@ class BadImage(DataError):
 
 def load_captioned(data: ImageCaptionData, split: str) -> ImageCaptions:
     """All images of ``split`` with their captions, as the recipe's ``data`` section describes them."""
-    if data.format == "generated":
+    if isinstance(data, ShapesCaptions):
         gen = data.generator
         size = {"train": gen.train_size, "valid": gen.valid_size, "test": gen.test_size}[split]
         pictures = shapes_split(size, gen.image_size, gen.seed * 1000 + SPLIT_SEEDS[split])
@@ -51,9 +51,9 @@ def load_captioned(data: ImageCaptionData, split: str) -> ImageCaptions:
     spec = getattr(data, split)
     if spec is None:
         raise DataError(f"data.{split}: this recipe has no {split} split")
-    if data.format == "flickr8k":
+    if isinstance(data, Flickr8kCaptions):
         return read_flickr8k(Path(data.image_dir), Path(data.captions), Path(spec.images))
-    if data.format == "imagefolder":
+    if isinstance(data, ImageFolderCaptions):
         return read_imagefolder(data, spec.split)
     return read_caption_table(data, Path(spec.path))
 
@@ -85,7 +85,7 @@ def read_flickr8k(image_dir: Path, captions_file: Path, list_file: Path) -> Imag
     return ImageCaptions(images, references)
 
 
-def read_caption_table(data: ImageCaptionData, path: Path) -> ImageCaptions:
+def read_caption_table(data: CaptionTable, path: Path) -> ImageCaptions:
     """One row per caption; rows of the same image are grouped. Image paths are relative to ``data.image_dir``
     (default: the table's folder)."""
     from datasets import disable_progress_bars, load_dataset
@@ -106,7 +106,7 @@ def read_caption_table(data: ImageCaptionData, path: Path) -> ImageCaptions:
     return ImageCaptions([base / name for name in grouped], list(grouped.values()))
 
 
-def read_imagefolder(data: ImageCaptionData, split: str) -> ImageCaptions:
+def read_imagefolder(data: ImageFolderCaptions, split: str) -> ImageCaptions:
     """A Hugging Face ``imagefolder`` (images and a metadata.jsonl/csv with the caption column)."""
     from datasets import disable_progress_bars, load_dataset
 

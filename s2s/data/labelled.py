@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2s.config import LabelledTextData
+from s2s.config import LabelledHub, LabelledTextData
 from s2s.data.corpus import first_line
 from s2s.data.splits import holdout_rows
 from s2s.errors import DataError
@@ -36,12 +36,14 @@ def load_labelled(data: LabelledTextData, split: str) -> LabelledTexts:
     spec = getattr(data, split)
     if spec is None:
         raise DataError(f"data.{split}: this recipe has no {split} split")
-    if data.format == "hub":
+    if isinstance(data, LabelledHub):
         return read_hub_rows(data, spec.split)
     return read_column_file(data, Path(spec.path))
 
 
 def read_column_file(data: LabelledTextData, path: Path) -> LabelledTexts:
+    """Rows of a TSV/CSV/JSONL file in ``data.format``, with the section's text and label columns (any labelled
+    section will do: a hub recipe's --data file is read this way too)."""
     from datasets import disable_progress_bars, load_dataset  # slow to import; only needed here
 
     builder, options = {
@@ -60,7 +62,7 @@ def read_column_file(data: LabelledTextData, path: Path) -> LabelledTexts:
     return from_table(table, data, str(path), lambda row: f"{path}:{row + start}")
 
 
-def read_hub_rows(data: LabelledTextData, split: str) -> LabelledTexts:
+def read_hub_rows(data: LabelledHub, split: str) -> LabelledTexts:
     from datasets import load_dataset
 
     try:

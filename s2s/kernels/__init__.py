@@ -1,17 +1,31 @@
-"""The compiled CPU kernels of the recurrent loops (``recurrence.cpp``) and of the loss (``loss.cpp``), built on
-first use.
+"""What runs s2s's recurrent loops and loss, decided once per process: the compiled CPU kernels of this package
+(``recurrence.cpp``, ``loss.cpp``), the Python loops, or the device's own fused RNN. Every module with such a loop
+asks here and keeps no decision of its own:
 
-The hand-written Python loops of ``s2s.modules.recurrence`` and ``s2s.modules.input_feeding`` spend most of a
-training step dispatching small element-wise operations one core at a time. The same loops in C++ fuse those
-operations and run half the batch on each core, and the loss kernel makes one pass per row of logits; on the 2-core
-development machine training runs 1.6× faster in bf16 and 1.26× in fp32 with them (``tools/bench.py``). They are
-compiled for this machine's CPU the first time they are needed (about 15 s, with PyTorch's own extension builder and
-the C++ compiler), and the library is kept under ``$XDG_CACHE_HOME/s2s/kernels`` (``~/.cache`` by default), one
-folder per source, torch version and CPU.
+- ``fused_rnn(like)``: the encoder's GRU layers run the device's fused RNN (cuDNN on CUDA) everywhere but on the
+  CPU, where s2s's own recurrence runs them;
+- ``usable(like, acc, products)``: s2s's own loops (the encoder's GRU layers, the input-fed decoder in training,
+  the loss) run in the kernels on the CPU with fp32 activations and fp32 or bf16 products, once built; otherwise
+  the Python loops run, which compute the same thing and are the path for other devices, fp64 and search.
 
-Where they cannot be built (no compiler, no ninja) the Python loops run instead, after one line on stderr saying
-why; they compute the same thing. ``S2S_KERNELS=off`` in the environment chooses the Python loops on purpose, to
-compare the two or to rule the kernels out.
+Why the kernels: the hand-written Python loops of ``s2s.modules.recurrence`` and ``s2s.modules.input_feeding``
+spend most of a training step dispatching small element-wise operations one core at a time. The same loops in C++
+fuse those operations and split the batch between the cores, and the loss kernel makes one pass per row of logits,
+so training on the CPU is markedly faster with them (``tools/bench.py`` compares the two).
+
+``S2S_KERNELS`` in the environment, read once:
+
+- ``off``: the Python loops, on purpose (to compare the two or to rule the kernels out); nothing is built;
+- ``on`` (the default, also when unset): the kernels where they build, else the Python loops after one line on
+  stderr saying why;
+- ``require``: the kernels; a failed build raises ``BackendError`` naming the compiler's first error.
+
+Any other value is a ``BackendError``; ``0``, ``no`` and ``false``, earlier spellings of ``off``, still mean it.
+
+The kernels are compiled for this machine's CPU the first time they are needed, with PyTorch's own extension
+builder (ninja and the C++ compiler), and kept under ``$XDG_CACHE_HOME/s2s/kernels`` (``~/.cache`` by default), one
+folder per source, compiler flags, torch version and CPU. ``-mprefer-vector-width=512`` (use AVX-512's full width)
+is an x86-64 flag: other CPUs build without it, and the build says so.
 """
 
 from __future__ import annotations
@@ -28,29 +42,71 @@ from pathlib import Path
 
 import torch
 
+from s2s.errors import BackendError
+
+VARIABLE = "S2S_KERNELS"
+MODES = ("off", "on", "require")
+OLD_OFF = ("0", "no", "false")  # earlier spellings of off
 FOLDER = Path(__file__).parent
 SOURCES = [FOLDER / "recurrence.cpp", FOLDER / "loss.cpp"]
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]  # this CPU's vector units; OpenMP
+X86_ONLY = ["-mprefer-vector-width=512"]  # AVX-512's full width: compilers for other CPUs reject it
 _lock = threading.Lock()
-_loaded: bool | None = None  # None: not tried yet
+_mode: str | None = None  # S2S_KERNELS, once read
+_built: bool | None = None  # None: not tried yet
+_failure = ""  # the first error of a build that failed
 _held_off = 0  # open ``disabled()`` blocks
 
 
+def mode() -> str:
+    """``S2S_KERNELS`` as off, on or require, read and checked on the first call."""
+    global _mode
+    if _mode is None:
+        _mode = read_mode(os.environ.get(VARIABLE))
+    return _mode
+
+
+def read_mode(value: str | None) -> str:
+    """A value of ``S2S_KERNELS`` → off, on or require (unset or empty: on); anything else is a ``BackendError``."""
+    spelled = (value or "on").strip().lower()
+    if spelled in OLD_OFF:
+        return "off"
+    if spelled not in MODES:
+        raise BackendError(f"{VARIABLE}: {value!r} is not one of {', '.join(MODES)}")
+    return spelled
+
+
+def usable(like: torch.Tensor, acc: torch.dtype, products: torch.dtype) -> bool:
+    """Whether the kernels take over a loop on tensors like ``like``: on the CPU, with fp32 activations (``acc``)
+    and fp32 or bf16 matrix products (``products``), once built, outside ``disabled()``. The one question that
+    every loop asks (the encoder's and decoder's recurrences and the loss)."""
+    if mode() == "off":  # checks S2S_KERNELS on the first question, whatever the device
+        return False
+    fits = like.device.type == "cpu" and acc == torch.float32 and products in (torch.float32, torch.bfloat16)
+    return fits and not _held_off and available()
+
+
+def fused_rnn(like: torch.Tensor) -> bool:
+    """Whether recurrent layers over tensors like ``like`` run the device's fused RNN (cuDNN on CUDA) rather than
+    s2s's own recurrence, which is written for the CPU: everywhere but the CPU, whatever ``S2S_KERNELS`` says."""
+    return like.device.type != "cpu"
+
+
 def available() -> bool:
-    """Whether ``torch.ops.s2s_kernels`` can be used, building it on the first call."""
-    global _loaded
-    if _loaded is None:
+    """Whether ``torch.ops.s2s_kernels`` is loaded, building it on the first call unless ``S2S_KERNELS=off``.
+    Under ``S2S_KERNELS=require`` a failed build raises ``BackendError`` (at every call: it is not retried)."""
+    global _built, _failure
+    if _built is None:
         with _lock:
-            if _loaded is None:
-                _loaded = _load()
-    return _loaded
+            if _built is None:
+                _built, _failure = _try_build(mode())
+    if _failure and mode() == "require":
+        raise BackendError(f"{VARIABLE}=require, but the CPU kernels could not be built: {_failure}")
+    return _built
 
 
-def usable(like: torch.Tensor, acc: torch.dtype, dtype: torch.dtype) -> bool:
-    """Whether the kernels can take over work on tensors like ``like``: on the CPU, with fp32 activations (``acc``)
-    and fp32 or bf16 matrix products (``dtype``), once built."""
-    products = dtype in (torch.float32, torch.bfloat16)
-    return like.device.type == "cpu" and acc == torch.float32 and products and not _held_off and available()
+def reason() -> str:
+    """Why the kernels are not in use: ``S2S_KERNELS=off``, the build's first error, or "" (built, or not asked)."""
+    return f"{VARIABLE}=off" if _mode == "off" else _failure
 
 
 @contextmanager
@@ -66,7 +122,7 @@ def disabled():
 
 
 def ops():
-    """The kernels' operator namespace (call ``available()`` first)."""
+    """The kernels' operator namespace (ask ``usable`` first)."""
     return torch.ops.s2s_kernels
 
 
@@ -75,32 +131,50 @@ def parts() -> int:
     return torch.get_num_threads()
 
 
-def _load() -> bool:
-    if os.environ.get("S2S_KERNELS", "").lower() in ("off", "0", "no", "false"):
-        return False
-    try:
-        from torch.utils import cpp_extension
+def flags(machine: str | None = None) -> list[str]:
+    """The compiler flags for this CPU (for ``machine``, a ``platform.machine()`` name): optimised for it, with
+    OpenMP, and the x86-64 flags only on x86-64."""
+    machine = (machine or platform.machine()).lower()
+    x86 = X86_ONLY if machine in ("x86_64", "amd64") else []
+    return ["-O3", "-march=native", *x86, "-fopenmp"]
 
-        build = _build_directory()
-        build.mkdir(parents=True, exist_ok=True)
-        if not any(build.glob("*.so")):
-            print(f"s2s: compiling the CPU kernels once, into {build} (about 15 s)", file=sys.stderr)
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            cpp_extension.load(
-                name="s2s_kernels",
-                sources=[str(source) for source in SOURCES],
-                extra_cflags=FLAGS,
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(build),
-                is_python_module=False,
-                verbose=False,
-            )
-        return True
-    except Exception as error:  # noqa: BLE001 — any failure to build means the Python loops, said once
-        reason = _first_error(str(error)) or type(error).__name__
-        print(f"s2s: the CPU kernels could not be built ({reason}); using the Python loops", file=sys.stderr)
-        return False
+
+def _try_build(mode: str) -> tuple[bool, str]:
+    """(built, the first error of a failed build); under ``on`` a failure is said in one line on stderr."""
+    if mode == "off":
+        return False, ""
+    try:
+        _build()
+    except Exception as error:  # noqa: BLE001 — any failure to build means the Python loops (or, required, an error)
+        failure = _first_error(str(error)) or type(error).__name__
+        if mode == "on":
+            print(f"s2s: the CPU kernels could not be built ({failure}); using the Python loops", file=sys.stderr)
+        return False, failure
+    return True, ""
+
+
+def _build() -> None:
+    """Compile the kernels (or find them compiled) and load them into ``torch.ops.s2s_kernels``; raise if that fails."""
+    from torch.utils import cpp_extension
+
+    build_flags = flags()
+    build = _build_directory(build_flags)
+    build.mkdir(parents=True, exist_ok=True)
+    if not any(build.glob("*.so")):
+        print(f"s2s: compiling the CPU kernels once, into {build}", file=sys.stderr)
+        if not set(X86_ONLY) <= set(build_flags):
+            print(f"s2s: building without {' '.join(X86_ONLY)}, which only x86-64 CPUs take", file=sys.stderr)
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        cpp_extension.load(
+            name="s2s_kernels",
+            sources=[str(source) for source in SOURCES],
+            extra_cflags=build_flags,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build),
+            is_python_module=False,
+            verbose=False,
+        )
 
 
 def _first_error(message: str) -> str:
@@ -110,12 +184,12 @@ def _first_error(message: str) -> str:
     return " ".join((errors or lines or [""])[0].split())[:300]
 
 
-def _build_directory() -> Path:
+def _build_directory(build_flags: list[str]) -> Path:
     """One folder per source, compiler flags, torch build and CPU: a library built elsewhere is never loaded."""
     key = hashlib.sha256()
     for source in sorted(FOLDER.glob("*.[ch]*")):  # the sources and the header they share
         key.update(source.read_bytes())
-    key.update(" ".join(FLAGS).encode())
+    key.update(" ".join(build_flags).encode())
     key.update(torch.__version__.encode())
     key.update(_cpu_description().encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

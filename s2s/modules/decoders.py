@@ -39,7 +39,7 @@ class Memory(NamedTuple):
 
     def select(self, index: torch.Tensor) -> Memory:
         """Rows ``index`` of every tensor (to expand a batch for beam search)."""
-        # indexing, not index_select: on the CPU, index_select of 3-d rows is 10x slower (25 ms for 500 × 35 × 512)
+        # indexing, not index_select: on the CPU, index_select of 3-d rows is much slower
         return Memory(*(None if t is None else t[index] for t in self))
 
 
@@ -69,6 +69,7 @@ class Bridge(nn.Module):
 class RNNDecoder(nn.Module):
     def __init__(
         self,
+        *,
         vocab_size: int,
         embedding_size: int,
         hidden_size: int,

@@ -1,10 +1,11 @@
 """Dropout whose mask costs a quarter of a random number per element on the CPU.
 
-PyTorch's CPU dropout draws one Bernoulli sample per element from its Mersenne Twister, which on this 2-core machine
-costs about 2.5 ms for a batch of 64 × 20 × 256 embeddings, as long as the whole GRU step it feeds. Here every
-random 32-bit word gives four bytes and an element is dropped when its byte falls below ``round(p × 256)``: the
-rate is ``p`` to within 1/512 (0.3 becomes 77/256 = 0.3008), drawn ten times faster from the same seeded generator.
-On other devices ``F.dropout`` is already fast and is used as it is.
+PyTorch's CPU dropout draws one Bernoulli sample per element from its Mersenne Twister, which costs as much as the
+recurrent step the dropped embeddings feed. Here every random 32-bit word gives four bytes and an element is dropped
+when its byte falls below ``round(p × 256)``: the rate is ``p`` to within 1/512 (0.3 becomes 77/256 = 0.3008), drawn
+much faster from the same seeded generator. A rate of 1/512 or less would round to no dropout at all, so it is
+refused (a recipe already at load, ``s2s.config``). On other devices ``F.dropout`` is already fast and is used as
+it is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+STEPS = 256  # a random byte per element: rates are applied in steps of 1/256
+
 
 class Dropout(nn.Module):
     def __init__(self, p: float):
@@ -20,7 +23,9 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {p}")
         self.p = p
-        self.threshold = round(p * 256)  # drop where a random byte < threshold
+        self.threshold = round(p * STEPS)  # drop where a random byte < threshold
+        if p > 0 and self.threshold == 0:
+            raise ValueError(f"dropout {p} rounds to 0/{STEPS}: it would drop nothing")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -29,7 +34,7 @@ class Dropout(nn.Module):
             return F.dropout(x, self.p, training=True)
         words = torch.randint(-(2**31), 2**31, ((x.numel() + 3) // 4,), dtype=torch.int32)  # 32 random bits each
         keep = words.view(torch.uint8)[: x.numel()].view(x.shape) >= self.threshold
-        return x * (keep.to(x.dtype) * (256 / (256 - self.threshold)))
+        return x * (keep.to(x.dtype) * (STEPS / (STEPS - self.threshold)))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

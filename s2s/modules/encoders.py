@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from s2s import kernels
 from s2s.modules.dropout import Dropout
 from s2s.modules.recurrence import stacked_gru
 from s2s.tokenizer import PAD, UNK
@@ -24,7 +25,7 @@ class RNNEncoder(nn.Module):
     """Each layer runs one unidirectional RNN per direction over the padded batch; the backward one reads every
     sentence reversed within its length, so padding never enters a real position's state in either direction (a
     sentence gets exactly the states alone that it gets in a padded batch). PyTorch's packed sequences would do
-    the same, but their backward pass on the CPU is 7-30 times slower than the padded one (tools/bench.py)."""
+    the same, but their backward pass on the CPU is much slower than the padded one (tools/bench.py)."""
 
     def __init__(
         self,
@@ -52,11 +53,11 @@ class RNNEncoder(nn.Module):
             for layer in range(layers)
         )
         self.dropout = Dropout(dropout)
-        # on the CPU, GRU layers run on s2s's own recurrence (s2s.modules.recurrence); elsewhere cuDNN's is faster
+        # GRU layers run s2s's own recurrence (s2s.modules.recurrence) unless s2s.kernels.fused_rnn says the
+        # device's fused RNN (cuDNN) serves them better
         self.fast_gru = cell == "gru"
         self.reverse_source = reverse_source
         self.output_size = hidden_size * directions
-        self._register_load_state_dict_pre_hook(rename_fused_rnn_weights)
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """src [B, S] ids, lengths [B] → EncoderOutput."""
@@ -81,7 +82,7 @@ class RNNEncoder(nn.Module):
     def run_layer(self, layer: nn.ModuleList, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One layer, both directions: states [B, S, input] → [B, S, dirs × H]."""
         inputs = [states] + [reverse_padded(states, lengths)] * (len(layer) - 1)  # the backward RNN reads reversed
-        if self.fast_gru and states.device.type == "cpu":
+        if self.fast_gru and not kernels.fused_rnn(states):
             outputs = list(self.run_gru_directions(layer, inputs).unbind(0))
         else:
             outputs = [rnn(x)[0] for rnn, x in zip(layer, inputs, strict=True)]
@@ -109,17 +110,6 @@ class RNNEncoder(nn.Module):
         if len(self.layers[0]) == 1:
             return last
         return torch.cat([last, states[:, 0, hidden:]], dim=-1)
-
-
-def rename_fused_rnn_weights(state_dict, prefix, *args) -> None:
-    """Checkpoints written before the encoder ran one RNN per direction held one fused module (``rnn.weight_ih_l1
-    _reverse``); map its weights onto the per-layer, per-direction modules so that those runs still load."""
-    fused = f"{prefix}rnn."
-    for key in [k for k in state_dict if k.startswith(fused)]:
-        name = key[len(fused) :]  # e.g. weight_hh_l1_reverse
-        direction = 1 if name.endswith("_reverse") else 0
-        base, layer = name.removesuffix("_reverse").rsplit("_l", 1)
-        state_dict[f"{prefix}layers.{layer}.{direction}.{base}_l0"] = state_dict.pop(key)
 
 
 def position_mask(lengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

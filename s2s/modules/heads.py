@@ -13,8 +13,6 @@ class Pooling(nn.Module):
     """``last``: the final states of both directions; ``mean`` / ``max``: over the real (non-pad) positions;
     ``attention``: a learned weighting of the positions (Yang et al. 2016), masked at padding."""
 
-    KINDS = ("last", "mean", "max", "attention")
-
     def __init__(self, kind: str, size: int):
         super().__init__()
         self.kind = kind

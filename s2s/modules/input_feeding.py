@@ -17,9 +17,9 @@ One step (GRU, single layer; PyTorch's gate layout and equations, so the weights
 Matrix products run in ``dtype`` (bf16 under autocast); gates, attention weights and saved activations stay in
 fp32. The tests check this loop against ``RNNDecoder``'s general autograd path, gradients included.
 
-When training on the CPU (fp32 or bf16 products), the same loop runs in the compiled kernels of ``s2s.kernels``,
-which fuse each step's element-wise work and split the batch between the cores; this Python loop is their
-reference, and the path for search (several rows per source), other devices and fp64.
+When training where ``s2s.kernels`` says so (on the CPU with fp32 or bf16 products, once built), the same loop runs
+in the compiled kernels, which fuse each step's element-wise work and split the batch between the cores; this
+Python loop is their reference, and the path for search (several rows per source), other devices and fp64.
 """
 
 from __future__ import annotations

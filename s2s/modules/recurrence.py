@@ -16,9 +16,9 @@ Matrix products run in ``dtype`` (bf16 under autocast); gates and saved activati
 parameters are, for gradient checks). ``gru_cell`` and ``gru_cell_backward`` serve both the encoder's
 bidirectional layer below and the decoder's input-fed loop (``input_feeding``).
 
-On the CPU with fp32 or bf16 products, ``StackedGRU`` runs its loops in the compiled kernels of ``s2s.kernels``
-(the same equations, each step's element-wise work fused, one direction or block of rows per core); the Python
-loops here are their reference and the path elsewhere.
+Where ``s2s.kernels`` says so (on the CPU with fp32 or bf16 products, once built), ``StackedGRU`` runs its loops in
+the compiled kernels (the same equations, each step's element-wise work fused, one direction or block of rows per
+core); the Python loops here are their reference and the path elsewhere.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ _casts: dict[tuple, tuple[weakref.ref, torch.Tensor]] | None = None
 @contextmanager
 def reuse_weight_casts():
     """Within this block, ``cast_weight`` casts each weight once. Search wraps its loop in it: decoding runs the
-    loops once per output token with unchanged weights, and casting them at every token cost ~3 % of beam search.
-    Outside it nothing is cached, because weights change in place (fused optimizers do not even bump a tensor's
-    version counter), so no cast can outlive the search that made it."""
+    loops once per output token with unchanged weights, and casting them at every token is a measurable part of
+    beam search. Outside it nothing is cached, because weights change in place (fused optimizers do not even bump a
+    tensor's version counter), so no cast can outlive the search that made it."""
     global _casts
     outer, _casts = _casts, {} if _casts is None else _casts
     try:
@@ -82,7 +82,7 @@ def accumulation_dtype(weight: torch.Tensor) -> torch.dtype:
 
 def weight_gradient(grads: torch.Tensor, inputs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Σ over rows of grads ⊗ inputs: [..., R, O] and [..., R, I] → [..., O, I], one product over all steps,
-    taken in the step's dtype like autocast's weight gradients (bf16 products are 3-6× faster here)."""
+    taken in the step's dtype like autocast's weight gradients (on the CPU, bf16 products are much faster)."""
     product = torch.matmul(grads.to(dtype).transpose(-1, -2), inputs.to(dtype))
     return product.to(torch.promote_types(grads.dtype, torch.float32))
 

@@ -1,20 +1,26 @@
-"""Pipelines: what differs between the problem shapes s2s trains (translation, classification, captioning), behind the
-one interface the trainer and the run loader use.
+"""Pipelines: what differs between the problem shapes s2s trains (translation, classification, captioning), behind
+the one interface that the trainer, the run loader, the command line and the benchmark use.
 
-A pipeline reads its splits, prepares them (tokenizer, labels) in the run directory, builds its model, scores a
-model on the valid split, and wraps a trained model for use. Everything else (the training loop, precision,
-checkpoints, resume, progress) is shared.
+A pipeline owns its whole shape: reading and checking its data, preparing its assets (tokenizers, label sets) in
+the run directory, building its model from those assets, scoring a model on the valid split, evaluating a trained
+run on a split or on files, and the predictor the commands use. Nothing a pipeline makes is left on ``self`` for a
+later call to find: ``prepare_assets`` and ``load_assets`` return the assets, and every later step takes them.
+Everything else (the training loop, precision, checkpoints, resume, progress) is shared. ``docs/pipelines.md`` says
+what a new problem shape must provide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from s2s.config import Recipe
+from s2s.errors import RunError
 
 
 class Examples(Protocol):
@@ -26,15 +32,43 @@ class Examples(Protocol):
     def iterate(self, batches: list[list[int]]) -> Iterator: ...  # the batches, made in order (maybe in workers)
 
 
+@dataclass(frozen=True)
+class EvalSource:
+    """What ``s2s evaluate`` scores: a split of the run's recipe, or files the user names (by option name)."""
+
+    split: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """What output files are named after: the split, or the first file given."""
+        return self.split or next(iter(self.files.values())).name
+
+
+@dataclass
+class Evaluation:
+    """Scores for ``--json``, the report lines a terminal shows, and notes on how it was done (for stderr)."""
+
+    scores: dict[str, Any]
+    report: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
 class Pipeline(Protocol):
     recipe: Recipe
+    UNIT: ClassVar[str]  # what inference turns out: sentences, captions, texts
+    EVAL_FILES: ClassVar[tuple[str, ...]]  # the file options of ``s2s evaluate`` this shape reads, given together
+    EVAL_OPTIONS: ClassVar[tuple[str, ...]]  # the other options of ``s2s evaluate`` that apply (beam, alpha, …)
 
-    def read_splits(self) -> tuple: ...
-    def prepare(self, run_dir, events, reuse: bool, splits) -> tuple[Examples, Examples]: ...
-    def load_assets(self, run_dir) -> None: ...
-    def build_model(self) -> nn.Module: ...
-    def score(self, model: nn.Module, valid: Examples, device: torch.device, dtype) -> dict: ...
-    def predictor(self, model: nn.Module, device: torch.device, dtype=None): ...
+    def read_splits(self, events) -> tuple: ...  # train and valid, read and checked before anything is written
+    def prepare_assets(self, run_dir: Path, splits, events) -> Any: ...  # made from training data, saved in run_dir
+    def load_assets(self, run_dir: Path) -> Any: ...  # what prepare_assets saved
+    def examples(self, assets, splits, events) -> tuple[Examples, Examples]: ...  # train and valid, prepared
+    def build_model(self, assets) -> nn.Module: ...
+    def predictor(self, model: nn.Module, assets, device: torch.device, dtype=None): ...
+    def predict(self, predictor, valid: Examples, count: int | None, beam_size: int | None) -> Sequence: ...
+    def score(self, predictor, valid: Examples) -> dict: ...  # validation scores (keep_best_by picks one)
+    def evaluate(self, predictor, source: EvalSource, options: dict, out: Path) -> Evaluation: ...
 
 
 def pipeline_for(recipe: Recipe) -> Pipeline:
@@ -48,3 +82,27 @@ def pipeline_for(recipe: Recipe) -> Pipeline:
         "captioning": CaptioningPipeline,
     }
     return pipelines[recipe.task](recipe)
+
+
+def check_evaluation(pipeline: Pipeline, task: str, split: str | None, files: dict[str, Path], options: dict) -> None:
+    """What ``s2s evaluate`` was given must fit the run's shape: a split or this shape's files (all of them), and
+    only the options that apply; each refusal names the option."""
+    if (split is None) == (not files):
+        raise UsageError(f"--split: give --split valid|test, or {files_wanted(pipeline)} (not both)")
+    for name in files:
+        if name not in pipeline.EVAL_FILES:
+            raise UsageError(f"--{name}: does not apply to a {task} run (it reads {files_wanted(pipeline)})")
+    missing = [name for name in pipeline.EVAL_FILES if name not in files]
+    if files and missing:
+        raise UsageError(f"--{missing[0]}: {files_wanted(pipeline)} go together")
+    for name in options:
+        if name not in pipeline.EVAL_OPTIONS:
+            raise UsageError(f"--{name.replace('_', '-')}: does not apply to a {task} run")
+
+
+def files_wanted(pipeline: Pipeline) -> str:
+    return " with ".join(f"--{name}" for name in pipeline.EVAL_FILES)
+
+
+class UsageError(RunError):
+    """A command option that does not fit the run it is given (exit code 2, like any usage error)."""

@@ -15,12 +15,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from s2s.config import CaptioningRecipe
 from s2s.data.batching import ImageBatch, collate_images
-from s2s.data.images import BadImage, ImageCaptions, ImageSource, image_tensor, load_captioned, open_image
+from s2s.data.images import (
+    BadImage,
+    ImageCaptions,
+    ImageSource,
+    image_tensor,
+    load_captioned,
+    open_image,
+    read_flickr8k_captions,
+)
 from s2s.errors import DataError
 from s2s.features import FeatureCache, backbone_fingerprint, extract_features
-from s2s.inference import ImageCaptioner
+from s2s.files import write_text
+from s2s.inference import Caption, ImageCaptioner
 from s2s.metrics import caption_scores
 from s2s.models import Seq2Seq, build_backbone, build_captioner
+from s2s.pipelines import EvalSource, Evaluation, UsageError
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 
@@ -91,43 +101,49 @@ def readable(split: ImageCaptions, policy: str, name: str, events) -> ImageCapti
 
 
 class CaptioningPipeline:
+    UNIT = "captions"
+    EVAL_FILES = ("images", "captions")
+    EVAL_OPTIONS = ("beam", "alpha")
+
     def __init__(self, recipe: CaptioningRecipe):
         self.recipe = recipe
-        self.tokenizer: Tokenizer | None = None
 
-    def read_splits(self) -> tuple[ImageCaptions, ImageCaptions]:
-        splits = load_captioned(self.recipe.data, "train"), load_captioned(self.recipe.data, "valid")
-        for name, split in zip(("train", "valid"), splits, strict=True):
+    def read_splits(self, events) -> tuple[ImageCaptions, ImageCaptions]:
+        """The train and valid pictures, without unreadable ones (each decoded once, so none fails mid-epoch)."""
+        data, splits = self.recipe.data, []
+        for name in ("train", "valid"):
+            split = load_captioned(data, name)
             if not split.images:
                 raise DataError(f"data.{name}: the {name} split has no images")
-        return splits
+            splits.append(readable(split, data.bad_images, name, events))
+        return tuple(splits)
 
-    def prepare(self, run_dir: Path, events, reuse: bool, splits) -> tuple[CaptionedImages, CaptionedImages]:
-        data = self.recipe.data
-        train, valid = (
-            readable(split, data.bad_images, name, events)
-            for split, name in zip(splits, ("train", "valid"), strict=True)
-        )
-        tokenizer_dir = Path(run_dir) / "tokenizer"
-        if reuse and tokenizer_dir.is_dir():
-            self.load_assets(run_dir)
-        else:
-            texts = [caption for captions in train.captions for caption in captions]
-            self.tokenizer = train_text_tokenizer(self.recipe.tokenizer, texts, tokenizer_dir)
-        train_examples, dropped = self.examples(train, augment=data.augment, max_length=data.max_length)
+    def prepare_assets(self, run_dir: Path, splits, events) -> Tokenizer:
+        """The SentencePiece model of the training captions, saved in ``run_dir/tokenizer``."""
+        texts = [caption for captions in splits[0].captions for caption in captions]
+        return train_text_tokenizer(self.recipe.tokenizer, texts, Path(run_dir) / "tokenizer")
+
+    def load_assets(self, run_dir: Path) -> Tokenizer:
+        return load_text_tokenizer(Path(run_dir) / "tokenizer")
+
+    def examples(self, tokenizer: Tokenizer, splits, events) -> tuple[CaptionedImages, CaptionedImages]:
+        """One example per caption; with a fixed backbone, each picture's feature grid attached."""
+        data, (train, valid) = self.recipe.data, splits
+        train_examples, dropped = self.caption_examples(tokenizer, train, data.augment, data.max_length)
         events.message(
             f"{len(train.images):,} training images with {len(train_examples):,} captions "
             f"({dropped:,} over data.max_length = {data.max_length} tokens dropped)"
         )
-        valid_examples = self.examples(valid, augment=False, max_length=None)[0]
+        valid_examples = self.caption_examples(tokenizer, valid, augment=False, max_length=None)[0]
         if self.recipe.model.encoder.features_fixed:
-            self.attach_features([train_examples, valid_examples], events)
+            backbone = build_backbone(self.recipe.model.encoder)[0]
+            self.attach_features(backbone, [train_examples, valid_examples], events)
         return train_examples, valid_examples
 
-    def attach_features(self, splits: list[CaptionedImages], events) -> None:
+    def attach_features(self, backbone: torch.nn.Module, splits: list[CaptionedImages], events) -> None:
         """Give each split its images' feature grids (from the cache, or computed once here): epochs read those."""
         enc, data = self.recipe.model.encoder, self.recipe.data
-        backbone = build_backbone(enc)[0].eval().to(memory_format=torch.channels_last)  # ~10 % faster on CPU
+        backbone = backbone.eval().to(memory_format=torch.channels_last)  # channels-last convolutions run faster
         cache = feature_cache(self.recipe, backbone)
         started, computed, total = time.monotonic(), 0, 0
         for split in splits:
@@ -140,12 +156,14 @@ class CaptioningPipeline:
             f"in {time.monotonic() - started:.0f} s ({where})"
         )
 
-    def examples(self, split: ImageCaptions, augment: bool, max_length: int | None) -> tuple[CaptionedImages, int]:
+    def caption_examples(
+        self, tokenizer: Tokenizer, split: ImageCaptions, augment: bool, max_length: int | None
+    ) -> tuple[CaptionedImages, int]:
         """One example per caption (those over ``max_length`` tokens left out), and how many were left out."""
         data = self.recipe.data
         image_of, captions, dropped = [], [], 0
         for image, references in enumerate(split.captions):
-            for ids in self.tokenizer.encode(references):
+            for ids in tokenizer.encode(references):
                 if max_length is not None and len(ids) > max_length:
                     dropped += 1
                     continue
@@ -156,22 +174,70 @@ class CaptioningPipeline:
         )
         return examples, dropped
 
-    def load_assets(self, run_dir: Path) -> None:
-        self.tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")
+    def build_model(self, tokenizer: Tokenizer) -> Seq2Seq:
+        return build_captioner(self.recipe.model, tokenizer.vocab_size, self.recipe.data.image_size)
 
-    def build_model(self) -> Seq2Seq:
-        return build_captioner(self.recipe.model, self.tokenizer.vocab_size, self.recipe.data.image_size)
+    def predictor(self, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device, dtype=None) -> ImageCaptioner:
+        return ImageCaptioner(model, tokenizer, self.recipe.eval, self.recipe.data.image_size, device, dtype)
 
-    def predictor(self, model: Seq2Seq, device: torch.device, dtype=None) -> ImageCaptioner:
-        return ImageCaptioner(model, self.tokenizer, self.recipe.eval, self.recipe.data.image_size, device, dtype)
-
-    def score(self, model: Seq2Seq, valid: CaptionedImages, device: torch.device, dtype) -> dict:
-        """BLEU-1…4 of the (first ``eval.valid_images``) valid pictures' captions against all references."""
-        count = self.recipe.eval.valid_images or len(valid.images)
-        predictor, beam = self.predictor(model, device, dtype), self.recipe.eval.valid_beam_size
+    def predict(self, captioner: ImageCaptioner, valid: CaptionedImages, count: int | None, beam_size: int | None):
+        """The captions of the first ``count`` valid pictures, from their feature grids where they have them."""
         if valid.features is not None:
-            captions = predictor.caption_inputs(list(valid.features[:count].float()), beam_size=beam)
-        else:
-            captions = predictor.caption([open_image(source) for source in valid.images[:count]], beam_size=beam)
-        scores = caption_scores([options[0].text for options in captions], valid.references[:count])
+            return captioner.caption_inputs(list(valid.features[:count].float()), beam_size=beam_size)
+        return captioner.caption([open_image(source) for source in valid.images[:count]], beam_size=beam_size)
+
+    def score(self, captioner: ImageCaptioner, valid: CaptionedImages) -> dict:
+        """BLEU-1…4 of the (first ``eval.valid_images``) valid pictures' captions against all references."""
+        config = self.recipe.eval
+        captions = self.predict(captioner, valid, config.valid_images, config.valid_beam_size)
+        scores = caption_scores(best(captions), valid.references[: len(captions)])
         return {**{f"bleu{n}": scores[f"bleu{n}"] for n in (1, 2, 3, 4)}, "signature": scores["signature"]}
+
+    def evaluate(self, captioner: ImageCaptioner, source: EvalSource, options: dict, out: Path) -> Evaluation:
+        """BLEU-1…4 of a split's pictures, or of the ``--images`` named in ``--captions``, against all their
+        references; the captions written under ``out``. A fixed backbone's grids come from the recipe's cache."""
+        started = time.perf_counter()
+        pictures = self.evaluation_pictures(source)
+        cached = self.cached_features(captioner, pictures.images)
+        search = {"beam_size": options.get("beam"), "alpha": options.get("alpha")}
+        if cached is not None:
+            captions = captioner.caption_inputs(list(cached[0].float()), **search)
+        else:
+            captions = captioner.caption([open_image(path) for path in pictures.images], **search)
+        hypotheses = best(captions)
+        scores = {**caption_scores(hypotheses, pictures.captions), "seconds": round(time.perf_counter() - started, 2)}
+        names = [str(p) if isinstance(p, Path) else f"#{i}" for i, p in enumerate(pictures.images)]
+        lines = [f"{name}\t{caption}" for name, caption in zip(names, hypotheses, strict=True)]
+        scores["hypotheses"] = str(write_text(out / f"{source.name}.captions.tsv", lines))
+        report = [f"{'':6} {scores['setting']:>31}  as given (cased, punctuation as tokens)"]
+        for order in (1, 2, 3, 4):
+            report.append(f"BLEU-{order} {scores[f'bleu{order}']:31.2f}  {scores[f'cased_bleu{order}']:6.2f}")
+        report += [
+            f"{scores['signature']}  (lowercased, punctuation removed)",
+            f"{scores['cased_signature']}  (as given)",
+            f"{scores['n_images']:,} images, {scores['seconds']:.1f} s",
+            f"captions: {scores['hypotheses']}",
+        ]
+        return Evaluation(scores, report, [cached[1]] if cached is not None else [])
+
+    def evaluation_pictures(self, source: EvalSource) -> ImageCaptions:
+        if source.split:
+            return load_captioned(self.recipe.data, source.split)
+        image_dir = source.files["images"]
+        if not image_dir.is_dir():
+            raise UsageError(f"--images: {image_dir}: no such folder")
+        named = read_flickr8k_captions(source.files["captions"])
+        return ImageCaptions([image_dir / name for name in named], list(named.values()))
+
+    def cached_features(self, captioner: ImageCaptioner, images: list[ImageSource]) -> tuple[torch.Tensor, str] | None:
+        """The feature grids of ``images`` and a line saying where they came from, when the recipe caches them."""
+        encoder = captioner.model.eval().encoder  # grids computed here are stored: fixed batch-norm statistics
+        cache = feature_cache(self.recipe, encoder.backbone)
+        if cache is None:
+            return None
+        grids, computed = extract_features(images, encoder.features, self.recipe.data.image_size, cache)
+        return grids, f"image features: {len(images) - computed:,} of {len(images):,} read from {cache.folder}"
+
+
+def best(captions: list[list[Caption]]) -> list[str]:
+    return [options[0].text for options in captions]

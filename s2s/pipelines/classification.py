@@ -4,6 +4,7 @@ accuracy, macro-F1 and the confusion matrix."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,15 +13,24 @@ import torch
 
 from s2s.config import ClassificationRecipe
 from s2s.data.batching import LabelBatch, collate_labelled
-from s2s.data.labelled import LabelledTexts, load_labelled
+from s2s.data.labelled import LabelledTexts, load_labelled, read_column_file
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
 from s2s.inference import TextClassifier
 from s2s.metrics import classification_scores
 from s2s.models import Classifier, build_classifier
+from s2s.pipelines import EvalSource, Evaluation
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 LABELS_FILE = "labels.json"
+
+
+@dataclass(frozen=True)
+class TextLabels:
+    """A classification run's assets: its tokenizer and its label set (in the classifier's output order)."""
+
+    tokenizer: Tokenizer
+    labels: list[str]
 
 
 @dataclass
@@ -61,12 +71,14 @@ def label_ids(rows: LabelledTexts, labels: list[str]) -> list[int]:
 
 
 class ClassificationPipeline:
+    UNIT = "texts"
+    EVAL_FILES = ("data",)
+    EVAL_OPTIONS = ()
+
     def __init__(self, recipe: ClassificationRecipe):
         self.recipe = recipe
-        self.tokenizer: Tokenizer | None = None
-        self.labels: list[str] = []
 
-    def read_splits(self) -> tuple[LabelledTexts, LabelledTexts]:
+    def read_splits(self, events) -> tuple[LabelledTexts, LabelledTexts]:
         splits = load_labelled(self.recipe.data, "train"), load_labelled(self.recipe.data, "valid")
         for name, rows in zip(("train", "valid"), splits, strict=True):
             if not rows.texts:
@@ -77,54 +89,84 @@ class ClassificationPipeline:
         label_ids(splits[1], labels)  # a valid label the model cannot know fails now, before any work
         return splits
 
-    def prepare(self, run_dir: Path, events, reuse: bool, splits) -> tuple[LabelledIds, LabelledIds]:
-        """Label set and tokenizer from the training split (or reused on resume); both splits encoded."""
-        train_rows, valid_rows = splits
-        run_dir = Path(run_dir)
-        if reuse and (run_dir / "tokenizer").is_dir():
-            self.load_assets(run_dir)
-        else:
-            self.labels = label_set(train_rows.labels)
-            self.tokenizer = train_text_tokenizer(self.recipe.tokenizer, train_rows.texts, run_dir / "tokenizer")
-            text = json.dumps(self.labels, ensure_ascii=False)
-            atomic_write(run_dir / LABELS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        (train, truncated), (valid, _) = self.encode(train_rows), self.encode(valid_rows)
+    def prepare_assets(self, run_dir: Path, splits, events) -> TextLabels:
+        """The label set and the tokenizer of the training split, saved in ``run_dir``."""
+        run_dir, train_rows = Path(run_dir), splits[0]
+        labels = label_set(train_rows.labels)
+        tokenizer = train_text_tokenizer(self.recipe.tokenizer, train_rows.texts, run_dir / "tokenizer")
+        text = json.dumps(labels, ensure_ascii=False)
+        atomic_write(run_dir / LABELS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return TextLabels(tokenizer, labels)
+
+    def load_assets(self, run_dir: Path) -> TextLabels:
+        tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")
+        try:
+            labels = json.loads((Path(run_dir) / LABELS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunError(f"{Path(run_dir) / LABELS_FILE}: cannot read the label set ({error})") from None
+        return TextLabels(tokenizer, labels)
+
+    def examples(self, assets: TextLabels, splits, events) -> tuple[LabelledIds, LabelledIds]:
+        """Both splits encoded: token ids cut at ``data.max_length``, label ids."""
+        (train, truncated), (valid, _) = (self.encode(assets, rows) for rows in splits)
         events.message(
-            f"{len(train):,} training texts with labels {', '.join(self.labels)}; "
+            f"{len(train):,} training texts with labels {', '.join(assets.labels)}; "
             f"{truncated:,} truncated to data.max_length = {self.recipe.data.max_length} tokens"
         )
         return train, valid
 
-    def encode(self, rows: LabelledTexts) -> tuple[LabelledIds, int]:
+    def encode(self, assets: TextLabels, rows: LabelledTexts) -> tuple[LabelledIds, int]:
         """Token ids cut at ``data.max_length`` and label ids; and how many texts were cut."""
         limit = self.recipe.data.max_length
-        ids = self.tokenizer.encode(rows.texts)
+        ids = assets.tokenizer.encode(rows.texts)
         truncated = sum(len(t) > limit for t in ids)
-        return LabelledIds([t[:limit] for t in ids], label_ids(rows, self.labels)), truncated
+        return LabelledIds([t[:limit] for t in ids], label_ids(rows, assets.labels)), truncated
 
-    def load_assets(self, run_dir: Path) -> None:
-        self.tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")
-        try:
-            self.labels = json.loads((Path(run_dir) / LABELS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise RunError(f"{Path(run_dir) / LABELS_FILE}: cannot read the label set ({error})") from None
+    def build_model(self, assets: TextLabels) -> Classifier:
+        return build_classifier(self.recipe.model, assets.tokenizer.vocab_size, len(assets.labels))
 
-    def build_model(self) -> Classifier:
-        return build_classifier(self.recipe.model, self.tokenizer.vocab_size, len(self.labels))
+    def predictor(self, model: Classifier, assets: TextLabels, device: torch.device, dtype=None) -> TextClassifier:
+        limit, batch_size = self.recipe.data.max_length, self.recipe.eval.batch_size
+        return TextClassifier(model, assets.tokenizer, assets.labels, limit, batch_size, device, dtype)
 
-    def predictor(self, model: Classifier, device: torch.device, dtype=None) -> TextClassifier:
-        data = self.recipe.data
-        return TextClassifier(
-            model, self.tokenizer, self.labels, data.max_length, self.recipe.eval.batch_size, device, dtype
-        )
+    def predict(self, classifier: TextClassifier, valid: LabelledIds, count: int | None, beam_size=None) -> list[int]:
+        """The predicted label id of each text (``beam_size`` does not apply)."""
+        return classifier.probabilities(valid.ids[:count]).argmax(-1).tolist()
 
-    def score(self, model: Classifier, valid: LabelledIds, device: torch.device, dtype) -> dict:
-        predicted = self.predictor(model, device, dtype).probabilities(valid.ids).argmax(-1).tolist()
-        return classification_scores(valid.labels, predicted, self.labels)
+    def score(self, classifier: TextClassifier, valid: LabelledIds) -> dict:
+        return classification_scores(valid.labels, self.predict(classifier, valid, None), classifier.labels)
+
+    def evaluate(self, classifier: TextClassifier, source: EvalSource, options: dict, out: Path) -> Evaluation:
+        """Accuracy, macro-F1 and the confusion matrix of a split or of a ``--data`` column file."""
+        if source.split:
+            rows = load_labelled(self.recipe.data, source.split)
+        else:
+            path = source.files["data"]
+            rows = read_column_file(self.recipe.data.model_copy(update={"format": column_format(path, self)}), path)
+        started = time.perf_counter()
+        gold = label_ids(rows, classifier.labels)
+        predicted = classifier.probabilities(classifier.encode(rows.texts)).argmax(-1).tolist()
+        scores = classification_scores(gold, predicted, classifier.labels)
+        scores["seconds"] = round(time.perf_counter() - started, 2)
+        report = [
+            f"accuracy {scores['accuracy']:6.2f}",
+            f"macro-F1 {scores['macro_f1']:6.2f}  ({scores['n_examples']:,} texts, {scores['seconds']:.1f} s)",
+            *confusion_table(scores["labels"], scores["confusion"]),
+        ]
+        return Evaluation(scores, report)
 
 
-def score_rows(classifier: TextClassifier, rows: LabelledTexts) -> dict:
-    """Scores of a trained classifier on labelled rows (a split or a user's file)."""
-    gold = label_ids(rows, classifier.labels)
-    predicted = classifier.probabilities(classifier.encode(rows.texts)).argmax(-1).tolist()
-    return classification_scores(gold, predicted, classifier.labels)
+def column_format(path: Path, pipeline: ClassificationPipeline) -> str:
+    """The format of a --data file from its name (data.tsv, data.csv.gz, data.jsonl …), else the recipe's."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    known = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+    return known.get(suffixes[-1] if suffixes else "", pipeline.recipe.data.format)
+
+
+def confusion_table(labels: list[str], confusion: list[list[int]]) -> list[str]:
+    """Rows: the gold label; columns: the predicted one."""
+    width = max(8, *(len(label) + 2 for label in labels))
+    lines = ["gold \\ predicted".ljust(width + 8) + "".join(label.rjust(width) for label in labels)]
+    for label, row in zip(labels, confusion, strict=True):
+        lines.append(label.ljust(width + 8) + "".join(f"{count:,}".rjust(width) for count in row))
+    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,13 @@ import torch
 
 from s2s.config import TranslationRecipe
 from s2s.data.batching import Batch, collate
-from s2s.data.corpus import load_split
+from s2s.data.corpus import load_split, read_text_pair
 from s2s.errors import DataError
-from s2s.inference import Translator
+from s2s.files import write_text
+from s2s.inference import Translation, Translator
 from s2s.metrics import score_corpus
 from s2s.models import Seq2Seq, build_seq2seq
+from s2s.pipelines import EvalSource, Evaluation
 from s2s.tokenizer import TokenizerPair, train_tokenizers
 
 
@@ -44,12 +47,20 @@ class Corpus:
         return Corpus(*([column[i] for i in rows] for column in (self.src, self.tgt, self.src_text, self.tgt_text)))
 
 
+def encode(tokenizers: TokenizerPair, pairs: list[tuple[str, str]]) -> Corpus:
+    src_text, tgt_text = [s for s, _ in pairs], [t for _, t in pairs]
+    return Corpus(tokenizers.src.encode(src_text), tokenizers.tgt.encode(tgt_text), src_text, tgt_text)
+
+
 class TranslationPipeline:
+    UNIT = "sentences"
+    EVAL_FILES = ("src", "ref")
+    EVAL_OPTIONS = ("beam", "alpha", "plot_attention")
+
     def __init__(self, recipe: TranslationRecipe):
         self.recipe = recipe
-        self.tokenizers: TokenizerPair | None = None
 
-    def read_splits(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    def read_splits(self, events) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The train and valid pairs; read before anything is written, so bad data leaves no run directory."""
         splits = load_split(self.recipe.data, "train"), load_split(self.recipe.data, "valid")
         for name, pairs in zip(("train", "valid"), splits, strict=True):
@@ -57,15 +68,17 @@ class TranslationPipeline:
                 raise DataError(f"data.{name}: the {name} split is empty")
         return splits
 
-    def prepare(self, run_dir: Path, events, reuse: bool, splits) -> tuple[Corpus, Corpus]:
-        """Train (or reuse) the tokenizer, encode the train and valid splits and filter the training pairs."""
+    def prepare_assets(self, run_dir: Path, splits, events) -> TokenizerPair:
+        """The SentencePiece model(s), trained on the training pairs and saved in ``run_dir/tokenizer``."""
+        return train_tokenizers(self.recipe.tokenizer, splits[0], Path(run_dir) / "tokenizer")
+
+    def load_assets(self, run_dir: Path) -> TokenizerPair:
+        return TokenizerPair.load(Path(run_dir) / "tokenizer")
+
+    def examples(self, tokenizers: TokenizerPair, splits, events) -> tuple[Corpus, Corpus]:
+        """Both splits encoded; training pairs that are empty or over ``data.max_length`` tokens dropped."""
         train_pairs, valid_pairs = splits
-        tokenizer_dir = Path(run_dir) / "tokenizer"
-        if reuse and tokenizer_dir.is_dir():
-            self.tokenizers = TokenizerPair.load(tokenizer_dir)
-        else:
-            self.tokenizers = train_tokenizers(self.recipe.tokenizer, train_pairs, tokenizer_dir)
-        train = self.encode(train_pairs)
+        train = encode(tokenizers, train_pairs)
         limit = self.recipe.data.max_length
         kept = [i for i in range(len(train)) if 0 < len(train.src[i]) <= limit and 0 < len(train.tgt[i]) <= limit]
         empty = sum(1 for s, t in zip(train.src, train.tgt, strict=True) if not s or not t)
@@ -78,25 +91,50 @@ class TranslationPipeline:
                 f"data.train: no training pairs left after dropping empty ones and those over "
                 f"data.max_length = {limit} tokens"
             )
-        return train.subset(kept), self.encode(valid_pairs)
+        return train.subset(kept), encode(tokenizers, valid_pairs)
 
-    def encode(self, pairs: list[tuple[str, str]]) -> Corpus:
-        src_text, tgt_text = [s for s, _ in pairs], [t for _, t in pairs]
-        return Corpus(self.tokenizers.src.encode(src_text), self.tokenizers.tgt.encode(tgt_text), src_text, tgt_text)
+    def build_model(self, tokenizers: TokenizerPair) -> Seq2Seq:
+        return build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
 
-    def load_assets(self, run_dir: Path) -> None:
-        self.tokenizers = TokenizerPair.load(Path(run_dir) / "tokenizer")
+    def predictor(self, model: Seq2Seq, tokenizers: TokenizerPair, device: torch.device, dtype=None) -> Translator:
+        return Translator(model, tokenizers, self.recipe.eval, device, dtype)
 
-    def build_model(self) -> Seq2Seq:
-        return build_seq2seq(self.recipe.model, self.tokenizers.src.vocab_size, self.tokenizers.tgt.vocab_size)
+    def predict(self, translator: Translator, valid: Corpus, count: int | None, beam_size: int | None):
+        return translator.translate(valid.src_text[:count], beam_size=beam_size)
 
-    def predictor(self, model: Seq2Seq, device: torch.device, dtype=None) -> Translator:
-        return Translator(model, self.tokenizers, self.recipe.eval, device, dtype)
-
-    def score(self, model: Seq2Seq, valid: Corpus, device: torch.device, dtype) -> dict:
+    def score(self, translator: Translator, valid: Corpus) -> dict:
         """BLEU, chrF and exact match of (the first ``eval.valid_sentences`` of) the valid split."""
         config = self.recipe.eval
-        count = config.valid_sentences or len(valid)
-        hypotheses = self.predictor(model, device, dtype).best(valid.src_text[:count], beam_size=config.valid_beam_size)
-        scores = score_corpus(hypotheses, valid.tgt_text[:count])
+        translations = self.predict(translator, valid, config.valid_sentences, config.valid_beam_size)
+        scores = score_corpus(best(translations), valid.tgt_text[: len(translations)])
         return {**{k: scores[k] for k in ("bleu", "chrf", "exact_match")}, "signature": scores["signature"]["bleu"]}
+
+    def evaluate(self, translator: Translator, source: EvalSource, options: dict, out: Path) -> Evaluation:
+        """BLEU, chrF and exact match of a split or of ``--src``/``--ref`` files; hypotheses (and attention heat
+        maps of the first ``plot_attention`` sentences) written under ``out``."""
+        if source.split:
+            pairs = load_split(self.recipe.data, source.split)
+        else:
+            pairs = read_text_pair(source.files["src"], source.files["ref"])
+        sources, search = [s for s, _ in pairs], {"beam_size": options.get("beam"), "alpha": options.get("alpha")}
+        started = time.perf_counter()
+        hypotheses = best(translator.translate(sources, **search))
+        scores = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(time.perf_counter() - started, 2)}
+        scores["hypotheses"] = str(write_text(out / f"{source.name}.hyp.txt", hypotheses))
+        report = [
+            f"BLEU  {scores['bleu']:6.2f}  {scores['signature']['bleu']}",
+            f"chrF  {scores['chrf']:6.2f}  {scores['signature']['chrf']}",
+            f"exact {scores['exact_match']:6.2f}  ({scores['n_sentences']} sentences, {scores['seconds']:.1f} s)",
+            f"hypotheses: {scores['hypotheses']}",
+        ]
+        if options.get("plot_attention"):
+            from s2s.pictures import save_heatmaps
+
+            shown = translator.translate(sources[: options["plot_attention"]], **search, attention=True)
+            scores["attention_plots"] = [str(p) for p in save_heatmaps(shown, out / "attention")]
+            report.append(f"attention heat maps: {out / 'attention'}")
+        return Evaluation(scores, report)
+
+
+def best(translations: list[list[Translation]]) -> list[str]:
+    return [options[0].text for options in translations]

@@ -1,0 +1,252 @@
+"""Helpers that more than one test file uses (a test file never imports another): add yours at the end."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from s2s import kernels
+from s2s.config import DecoderConfig, EncoderConfig, ModelConfig
+from s2s.models import build_seq2seq
+from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.train import Events
+
+# --- the input-fed decoder on a small padded batch: tests/test_recurrence.py, tests/test_kernels.py ---
+DECODER_LENGTHS = torch.tensor([5, 2, 4, 1])  # source lengths of the batch's 4 sentences, S = 5 positions
+
+
+def decoder_and_inputs(attention: str, dtype=torch.float64):
+    """A one-layer input-fed GRU decoder with ``attention`` (hidden size 16, 30 words), encoder states [4, 5, K]
+    that want a gradient, and previous target ids [4, 6]."""
+    torch.manual_seed(0)
+    encoder_size = 16 if attention == "luong_dot" else 24
+    decoder = RNNDecoder(
+        vocab_size=30,
+        embedding_size=12,
+        hidden_size=16,
+        layers=1,
+        cell="gru",
+        dropout=0.0,
+        summary_size=encoder_size,
+        attention=attention,
+        input_feeding=True,
+        every_step=False,
+        tie_embeddings=False,
+    ).to(dtype)
+    states = torch.randn(len(DECODER_LENGTHS), 5, encoder_size, dtype=dtype, requires_grad=True)
+    return decoder, states, torch.randint(4, 30, (len(DECODER_LENGTHS), 6))
+
+
+def run(decoder, fast: bool, states: torch.Tensor, prev: torch.Tensor, dtype=None):
+    """One training step of ``decoder`` over ``states`` (padded past ``DECODER_LENGTHS``) on the hand-written loop
+    (``fast``) or the general autograd path, under autocast to ``dtype`` if given → logits, attention, the last
+    state, the encoder states' gradient and every parameter's gradient."""
+    decoder.fast_loop = fast
+    decoder.zero_grad()
+    states.grad = None
+    mask = torch.arange(states.size(1))[None] < DECODER_LENGTHS[:, None]
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        values = states * mask[..., None]
+        memory = Memory(values, decoder.attention.project_keys(values), mask, states[:, 0])
+        logits, state, weights = decoder(prev, decoder.initial_state(memory), memory)
+        loss = logits.float().sin().sum() + state.hidden.float().sum() * 0.3  # every output gets a gradient
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None}
+    return logits.detach().float(), weights.float(), state, states.grad.clone(), grads
+
+
+# --- tests of the compiled CPU kernels: tests/test_kernels.py, tests/test_loss.py ---
+def needs_kernels() -> None:
+    """Build the kernels now, at run time (collecting a test file builds nothing), or skip saying why; under
+    S2S_KERNELS=require a failed build raises, so the test fails instead."""
+    if not kernels.available():
+        pytest.skip(f"the CPU kernels are not in use here: {kernels.reason()}")
+
+
+# --- tiny recipes and data every test file may use ---
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY = {
+    "name": "tiny",
+    "data": {
+        "format": "generated",
+        "generator": {"train_size": 3000, "valid_size": 64, "test_size": 64, "seed": 3},
+        "max_length": 40,
+    },
+    "tokenizer": {"type": "unigram", "vocab_size": 120},
+    "model": {
+        "encoder": {"embedding_size": 32, "hidden_size": 32, "dropout": 0.0},
+        "decoder": {
+            "embedding_size": 32,
+            "hidden_size": 32,
+            "dropout": 0.0,
+            "attention": "bahdanau",
+            "input_feeding": True,
+        },
+    },
+    "train": {
+        "lr": 0.005,
+        "batch_size": 32,
+        "max_steps": 40,
+        "validate_every": 20,
+        "log_every": 10,
+        "label_smoothing": 0.0,
+        "threads": 1,
+    },
+    "eval": {"batch_size": 16},
+}
+
+
+POSITIVE, NEGATIVE = ("good", "great", "lovely", "fine"), ("bad", "awful", "dull", "poor")
+FILLER = ("the", "film", "was", "plot", "acting", "very", "a", "story", "and", "quite")
+
+
+def toy_reviews(count: int, seed: int) -> list[tuple[str, str]]:
+    """(text, label) rows whose label is told by one sentiment word among filler: learnable in seconds."""
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.choice(("pos", "neg"))
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 9))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    return path
+
+
+def toy_sentiment_recipe(directory: Path) -> dict:
+    """A classification recipe over toy reviews written into ``directory``."""
+    files = {
+        name: write_tsv(directory / f"{name}.tsv", toy_reviews(size, seed))
+        for name, size, seed in (("train", 1500, 1), ("valid", 100, 2), ("test", 100, 3))
+    }
+    return {
+        "task": "classification",
+        "name": "toy-sentiment",
+        "data": {"format": "tsv", **{name: {"path": str(path)} for name, path in files.items()}, "max_length": 12},
+        "tokenizer": {"vocab_size": 40},
+        "model": {
+            "encoder": {"cell": "gru", "embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
+            "head": {"pooling": "max", "dropout": 0.0},
+        },
+        "train": {"lr": 0.01, "batch_size": 32, "max_steps": 60, "validate_every": 30, "log_every": 10, "threads": 1},
+        "eval": {"batch_size": 64},
+    }
+
+
+def write_recipe(path: Path, tree: dict) -> Path:
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+SHAPES_RUN = {
+    "task": "captioning",
+    "name": "tiny-shapes",
+    "data": {
+        "format": "generated",
+        "generator": {"train_size": 200, "valid_size": 16, "test_size": 16, "image_size": 32, "seed": 2},
+        "image_size": 32,
+        "workers": 0,
+    },
+    "tokenizer": {"vocab_size": 30},
+    "model": {
+        "encoder": {"channels": [8, 16], "output_size": 16, "dropout": 0.0},
+        "decoder": {"embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
+    },
+    "train": {"batch_size": 16, "max_steps": 12, "validate_every": 6, "log_every": 6, "threads": 1},
+    "eval": {"max_length": 10, "batch_size": 8},
+}
+
+
+class Messages(Events):
+    def __init__(self):
+        self.texts = []
+
+    def message(self, text):
+        self.texts.append(text)
+
+
+# --- the s2s command as a user meets it: a subprocess through the real entry point ---
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+S2S = [sys.executable, "-m", "s2s"]
+ENTRY_POINTS = {"script": ["s2s"], "module": S2S}
+
+
+def s2s(*args, cwd: Path | None = None, entry: list[str] = S2S, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run ``s2s ARGS`` with stdin a pipe (empty unless given), so that nothing ever waits on a terminal."""
+    return subprocess.run(
+        [*entry, *map(str, args)], input=stdin, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+    )
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+
+
+def assert_user_error(result: subprocess.CompletedProcess, exit_code: int, message: str) -> None:
+    """Exit ``exit_code``; stderr is exactly the one line ``s2s: error: MESSAGE``; nothing on stdout."""
+    assert_no_traceback(result)
+    assert result.returncode == exit_code, result.stderr
+    assert result.stderr == f"s2s: error: {message}\n"
+    assert result.stdout == ""
+
+
+def flat(text: str) -> str:
+    """Rich draws usage errors in a box that may wrap: drop the frame and join the words again."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+# --- a small translation model: tests/test_models.py, tests/test_search.py ---
+VOCAB = 23
+SENTENCES = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+TARGETS = [[4, 5, 6], [7, 8, 9, 10, 11], [12]]
+
+
+def small_model(
+    cell="gru",
+    bidirectional=True,
+    layers=1,
+    attention="bahdanau",
+    input_feeding=True,
+    reverse=False,
+    conditioning="init",
+    dec_layers=1,
+    seed=0,
+):
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        encoder=EncoderConfig(
+            cell=cell,
+            embedding_size=8,
+            hidden_size=6,
+            layers=layers,
+            bidirectional=bidirectional,
+            dropout=0.0,
+            reverse_source=reverse,
+        ),
+        decoder=DecoderConfig(
+            cell=cell,
+            embedding_size=8,
+            hidden_size=12 if bidirectional else 6,
+            layers=dec_layers,
+            dropout=0.0,
+            attention=attention,
+            input_feeding=input_feeding and attention != "none",
+            conditioning=conditioning,
+        ),
+    )
+    return build_seq2seq(config, VOCAB, VOCAB).eval()
