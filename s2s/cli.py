@@ -107,6 +107,8 @@ def train(
 ) -> None:
     """Train a model from a recipe; checkpoints, tokenizer, log and the resolved recipe go to the run directory."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from s2s.distributed import relaunch_with_torchrun
+
         relaunch_with_torchrun(nproc)
     from s2s.config import load_recipe
     from s2s.console import RichEvents
@@ -124,20 +126,6 @@ def train(
     summary = Trainer(config, target, RichEvents(), resume=resume is not None).run()
     if summary["stop"] in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if summary["stop"] == "SIGINT" else 143)
-
-
-def relaunch_with_torchrun(nproc: int) -> None:
-    """Replace this process by ``torchrun --nproc_per_node=N -m s2s train …`` with the same arguments."""
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "s2s", *args]
-    os.execv(sys.executable, command)
 
 
 @app.command()
@@ -161,9 +149,8 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Directory for hypotheses and pictures (default RUN/eval).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
 ) -> None:
-    """Score a trained run on a split of its recipe, or on files: BLEU, chrF and exact match for translation
-    (--src/--ref), BLEU-1…4 against all references for captioning (--images/--captions), accuracy, macro-F1 and
-    the confusion matrix for classification (--data)."""
+    """Score a trained run on a split of its recipe, or on files of the kind its task reads (--src with --ref,
+    --images with --captions, or --data): the task's own scores, as a report or as one JSON object."""
     from s2s.pipelines import EvalSource, check_evaluation
 
     named = {"src": src, "ref": ref, "data": data, "images": images, "captions": captions}
@@ -263,16 +250,9 @@ def average(
     last: Annotated[int, typer.Option(min=1, help="Average the newest N step checkpoints of the run.")] = 5,
 ) -> None:
     """Average the last N checkpoints of a run into RUN/averaged.safetensors (use --checkpoint averaged)."""
-    from s2s.checkpoint import average_checkpoints, step_checkpoints
-    from s2s.errors import RunError
-    from s2s.runs import require_run
+    from s2s.runs import average_run
 
-    run = require_run(run)
-    available = step_checkpoints(run)
-    if len(available) < last:
-        raise RunError(f"{run}: {len(available)} step checkpoints in {run / 'checkpoints'}, fewer than --last {last}")
-    chosen = available[-last:]
-    average_checkpoints(chosen, run / "averaged.safetensors")
+    chosen = average_run(run, last)
     typer.echo(f"averaged {', '.join(p.stem for p in chosen)} into {run / 'averaged.safetensors'}")
 
 

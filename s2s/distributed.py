@@ -9,6 +9,7 @@ batch. Checkpoints therefore do not depend on the process count, and a run resum
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -73,3 +74,17 @@ class Processes:
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+
+
+def relaunch_with_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun --nproc_per_node=N -m s2s train …`` with the same arguments."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "s2s", *args]
+    os.execv(sys.executable, command)

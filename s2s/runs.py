@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import s2s
-from s2s.checkpoint import load_weights
+from s2s.checkpoint import average_checkpoints, load_weights, step_checkpoints
 from s2s.config import Recipe, load_recipe
 from s2s.errors import RunError
 from s2s.pipelines import Pipeline, pipeline_for
@@ -141,3 +141,16 @@ def load_run(
         raise RunError(f"{run_dir}: no {checkpoint} checkpoint ({weights.name}); has training saved one yet?")
     load_weights(model, weights)
     return Run(run_dir, recipe, pipeline, pipeline.predictor(model, assets, torch.device(device)))
+
+
+def average_run(run_dir: str | Path, last: int) -> list[Path]:
+    """Average the newest ``last`` step checkpoints of a run into ``RUN/averaged.safetensors``; return them."""
+    run_dir = require_run(run_dir)
+    available = step_checkpoints(run_dir)
+    if len(available) < last:
+        raise RunError(
+            f"{run_dir}: {len(available)} step checkpoints in {run_dir / 'checkpoints'}, fewer than --last {last}"
+        )
+    chosen = available[-last:]
+    average_checkpoints(chosen, run_dir / "averaged.safetensors")
+    return chosen

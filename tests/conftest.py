@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from s2s.config import load_recipe
+from s2s.runs import load_run
 from s2s.train import Trainer
 from tests.helpers import TINY, toy_sentiment_recipe, write_recipe
 
@@ -35,3 +36,9 @@ def trained_classifier(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     Trainer(load_recipe(recipe_file), directory / "run").run()
     return directory / "run"
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run):
+    """The trained run's translator, loaded in this process: what the command's output is checked against."""
+    return load_run(trained_run).predictor

@@ -171,6 +171,12 @@ SHAPES_RUN = {
     "eval": {"max_length": 10, "batch_size": 8},
 }
 
+PRETRAINED_CAPTIONING = {  # a small captioning recipe on the pretrained backbone, whose weights are a package
+    "task": "captioning",
+    "data": {"format": "generated", "generator": {"train_size": 8, "valid_size": 4, "image_size": 32}},
+    "model": {"encoder": {"backbone": "efficientnet_lite0"}},
+}
+
 
 class Messages(Events):
     def __init__(self):

@@ -185,8 +185,10 @@ def _first_error(message: str) -> str:
 
 
 def _build_directory(build_flags: list[str]) -> Path:
-    """One folder per source, compiler flags, torch build and CPU: a library built elsewhere is never loaded."""
-    key = hashlib.sha256()
+    """One folder per checkout, source, compiler flags, torch build and CPU: a library built elsewhere is never
+    loaded, and two checkouts never share a folder (the build records its sources' paths, so another checkout's
+    paths would make it rebuild each time the other one ran)."""
+    key = hashlib.sha256(str(FOLDER.resolve()).encode())
     for source in sorted(FOLDER.glob("*.[ch]*")):  # the sources and the header they share
         key.update(source.read_bytes())
     key.update(" ".join(build_flags).encode())

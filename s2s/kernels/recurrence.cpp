@@ -9,7 +9,7 @@
 // until the loop ends.
 //
 // Equations and gate layout are those of the Python loops, which stay the reference (and the path for other devices
-// and dtypes); tests/test_kernels.py checks the two against each other. Matrix products run in `T`, the autocast
+// and dtypes); tests/unit/test_kernels.py checks the two against each other. Matrix products run in `T`, the autocast
 // dtype (float or BFloat16); the gates come in T and their gradients leave in T, as autocast's products make and
 // take them; element-wise work, saved activations and the bias gradients (summed per part as the loop goes) stay in
 // fp32. The loops write the T copies that the next product, or a weight gradient's, reads as they go, instead of

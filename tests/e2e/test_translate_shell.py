@@ -7,22 +7,17 @@ process, one sentence at a time, so "in order" means: output line i is the trans
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import re
 import select
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import pexpect
 import pytest
 
 from s2s.data.generated import written_forms
-from s2s.runs import load_run
-from s2s.shell import filter_lines, translation_blocks
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 S2S = [sys.executable, "-m", "s2s"]
@@ -42,11 +37,6 @@ def translate(*args, stdin: str = "") -> subprocess.CompletedProcess:
         env=ENV,
         timeout=TIMEOUT,
     )
-
-
-@pytest.fixture(scope="module")
-def translator(trained_run):
-    return load_run(trained_run).predictor
 
 
 @pytest.fixture(scope="module")
@@ -137,42 +127,6 @@ def test_nbest_lines_are_rank_score_text_best_first(trained_run, translator):
         assert float(fields[0][1]) >= float(fields[1][1])
         options = translator.translate([sentence], beam_size=2, nbest=2)[0]
         assert [text for _, _, text in fields] == [option.text for option in options]
-
-
-class RecordingTranslator:
-    """Stands in for a model: upper-cases each sentence and records how many sentences each call got."""
-
-    def __init__(self):
-        self.batches: list[int] = []
-
-    def translate(self, sentences, **options):
-        self.batches.append(len(sentences))
-        return [[SimpleNamespace(text=sentence.upper())] for sentence in sentences]
-
-
-@pytest.mark.parametrize(
-    "writer_keeps_pipe_open",
-    [
-        pytest.param(False, id="writer-has-closed-the-pipe"),
-        pytest.param(True, id="writer-keeps-the-pipe-open"),
-    ],
-)
-def test_lines_already_waiting_on_a_pipe_are_translated_together(writer_keeps_pipe_open):
-    lines = [f"sentence {i}" for i in range(40)]
-    read_end, write_end = os.pipe()
-    os.write(write_end, "".join(line + "\n" for line in lines).encode())
-    if writer_keeps_pipe_open:  # as a program that sends a batch and waits for the answers does
-        closer = threading.Timer(0.5, os.close, [write_end])
-        closer.start()
-    else:
-        os.close(write_end)
-    translator, sink = RecordingTranslator(), io.StringIO()
-    with open(read_end, encoding="utf-8") as source:
-        count = filter_lines(lambda lines: translation_blocks(translator, lines, {}), source, sink, batch_size=16)
-    assert count == 40
-    assert sink.getvalue() == "".join(line.upper() + "\n" for line in lines)
-    assert sum(translator.batches) == 40 and max(translator.batches) <= 16
-    assert len(translator.batches) <= 4, f"40 waiting lines were translated in batches of {translator.batches}"
 
 
 # ---------------------------------------------------------------- --input and --output
