@@ -23,24 +23,29 @@ from s2s.train import Events
 DECODER_LENGTHS = torch.tensor([5, 2, 4, 1])  # source lengths of the batch's 4 sentences, S = 5 positions
 
 
+def input_fed_decoder(summary_size: int, attention: str = "bahdanau", vocab_size: int = 30, hidden_size: int = 16):
+    """A one-layer input-fed GRU decoder (embeddings of 12, no dropout) over encoder states of ``summary_size``."""
+    return RNNDecoder(
+        vocab_size=vocab_size,
+        embedding_size=12,
+        hidden_size=hidden_size,
+        layers=1,
+        cell="gru",
+        dropout=0.0,
+        summary_size=summary_size,
+        attention=attention,
+        input_feeding=True,
+        every_step=False,
+        tie_embeddings=False,
+    )
+
+
 def decoder_and_inputs(attention: str, dtype=torch.float64):
     """A one-layer input-fed GRU decoder with ``attention`` (hidden size 16, 30 words), encoder states [4, 5, K]
     that want a gradient, and previous target ids [4, 6]."""
     torch.manual_seed(0)
     encoder_size = 16 if attention == "luong_dot" else 24
-    decoder = RNNDecoder(
-        vocab_size=30,
-        embedding_size=12,
-        hidden_size=16,
-        layers=1,
-        cell="gru",
-        dropout=0.0,
-        summary_size=encoder_size,
-        attention=attention,
-        input_feeding=True,
-        every_step=False,
-        tie_embeddings=False,
-    ).to(dtype)
+    decoder = input_fed_decoder(encoder_size, attention).to(dtype)
     states = torch.randn(len(DECODER_LENGTHS), 5, encoder_size, dtype=dtype, requires_grad=True)
     return decoder, states, torch.randint(4, 30, (len(DECODER_LENGTHS), 6))
 

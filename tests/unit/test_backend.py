@@ -14,8 +14,9 @@ from s2s import kernels
 from s2s.errors import BackendError, S2SError
 from s2s.loss import projected_cross_entropy
 from s2s.modules import input_feeding, recurrence
-from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.modules.decoders import Memory
 from s2s.modules.encoders import RNNEncoder
+from tests.helpers import input_fed_decoder
 
 COMPILER_SAYS = (
     "Error building extension 's2s_kernels': [1/3] c++ -MMD -MF loss.o.d -O3 -c loss.cpp -o loss.o\n"
@@ -175,19 +176,7 @@ def recurrence_step() -> None:
 
 
 def decoder_step() -> None:
-    decoder = RNNDecoder(
-        vocab_size=30,
-        embedding_size=12,
-        hidden_size=16,
-        layers=1,
-        cell="gru",
-        dropout=0.0,
-        summary_size=24,
-        attention="bahdanau",
-        input_feeding=True,
-        every_step=False,
-        tie_embeddings=False,
-    )
+    decoder = input_fed_decoder(summary_size=24)
     states, mask = torch.randn(3, 5, 24), torch.arange(5)[None] < torch.tensor([5, 2, 4])[:, None]
     memory = Memory(states, decoder.attention.project_keys(states), mask, states[:, 0])
     logits, _, _ = decoder(torch.randint(4, 30, (3, 4)), decoder.initial_state(memory), memory)

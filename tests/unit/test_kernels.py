@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from s2s import kernels
-from s2s.modules.decoders import Memory, RNNDecoder
+from s2s.modules.decoders import Memory
 from s2s.modules.encoders import RNNEncoder
-from tests.helpers import decoder_and_inputs, needs_kernels, run
+from tests.helpers import decoder_and_inputs, input_fed_decoder, needs_kernels, run
 
 B, T, S, HIDDEN, VOCAB = 7, 6, 5, 24, 40
 LENGTHS = torch.tensor([5, 2, 4, 1, 5, 3, 5])
@@ -84,19 +84,7 @@ def test_the_encoder_kernels_compute_what_the_python_loop_computes(loops, bidire
 def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch):
     needs_kernels()
     torch.manual_seed(0)
-    decoder = RNNDecoder(
-        vocab_size=VOCAB,
-        embedding_size=12,
-        hidden_size=HIDDEN,
-        layers=1,
-        cell="gru",
-        dropout=0.0,
-        summary_size=20,
-        attention="bahdanau",
-        input_feeding=True,
-        every_step=False,
-        tie_embeddings=False,
-    )
+    decoder = input_fed_decoder(summary_size=20, vocab_size=VOCAB, hidden_size=HIDDEN)
     calls = []
     forward = kernels.ops().fed_attention_forward
     monkeypatch.setattr(kernels, "ops", lambda: SimpleNamespace(fed_attention_forward=record))
