@@ -31,8 +31,9 @@ everything ran as PyTorch operations from Python. ``S2S_KERNELS=off`` in the env
 Memory: peak RSS is the process's high-water mark (``getrusage``) when the row ends, so a row also includes
 the peaks of the rows before it; on CUDA, ``torch.cuda.max_memory_allocated`` is reset for each row.
 
-With ``--json`` the last line of stdout is one JSON object: the first precision's figures plus ``rows`` (one
-object per precision). Errors in the input (recipe, run directory, data) print one line and exit 1 or 2.
+With ``--json`` stdout is one line, one JSON object: the first precision's figures plus ``rows`` (one object per
+precision); the table then goes to stderr. Errors in the input (recipe, run directory, data) print one line and
+exit 1 or 2.
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             number(row["decode_greedy_per_s"]),
             number(row.get("decode_beam5_per_s")),
         )
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(160, Console().width), stderr=args.json).print(table)  # with --json, stdout is the JSON
 
 
 def number(value: float | None) -> str:
@@ -412,7 +413,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="run inference on the first N examples of the valid split (default all; 0: skip it)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)"
+    )
     args = parser.parse_args(argv)
     if (args.recipe is None) == (args.run is None):
         parser.error("give a RECIPE or --run RUN_DIR (not both)")

@@ -59,7 +59,8 @@ def test_bench_reports_positive_figures_as_json(tmp_path):
     assert result["cpu_kernels"] == (result["device"] == "cpu" and kernels.available())
     assert result["train_steps"] == 3
     assert [row["dtype"] for row in result["rows"]] == ["fp32"]
-    assert "train tok/s" in done.stdout  # the table comes before the JSON line
+    assert done.stdout.count("\n") == 1  # stdout is the JSON line alone
+    assert "train tok/s" in done.stderr  # the table goes to stderr
 
 
 @pytest.mark.parametrize(
