@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,12 @@ def test_a_failed_translation_writes_no_output_file(args, exit_code, message, tr
 # ---------------------------------------------------------------- the interactive shell
 
 
+def interruptible() -> None:
+    """Ctrl-C as a terminal session has it: a suite started in the background inherits SIGINT ignored, and a program
+    started with SIGINT ignored rightly keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def shell(trained_run, tmp_path):
     """``s2s translate --model RUN`` on a real terminal, at its first prompt."""
@@ -192,6 +199,7 @@ def shell(trained_run, tmp_path):
         encoding="utf-8",
         timeout=TIMEOUT,
         dimensions=(24, 200),
+        preexec_fn=interruptible,
     )
     try:
         child.expect_exact("type a sentence")
