@@ -13,7 +13,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -126,6 +126,17 @@ class ImageListSplit(Section):
     FILES: ClassVar[tuple[str, ...]] = ("images",)
 
 
+SplitT = TypeVar("SplitT", TextSplit, FileSplit, NamedSplit, ImageListSplit)
+
+
+class Splits(Section, Generic[SplitT]):
+    """The train, valid and test splits of one data format, each described by ``SplitT``."""
+
+    train: SplitT
+    valid: SplitT | None = None
+    test: SplitT | None = None
+
+
 def split_files(data: Section) -> list[tuple[str, str, bool]]:
     """(key path, file, False) for every file the data section's splits name."""
     found = []
@@ -181,25 +192,16 @@ class PairColumns(Section):
     tgt_column: str = "tgt"
 
 
-class TextPairs(HeldOut, DataConfig):
+class TextPairs(Splits[TextSplit], HeldOut, DataConfig):
     format: Literal["text"] = "text"
-    train: TextSplit
-    valid: TextSplit | None = None
-    test: TextSplit | None = None
 
 
-class ColumnPairs(PairColumns, HeldOut, DataConfig):
+class ColumnPairs(Splits[FileSplit], PairColumns, HeldOut, DataConfig):
     format: Literal["tsv", "csv", "jsonl"] = "tsv"
-    train: FileSplit
-    valid: FileSplit | None = None
-    test: FileSplit | None = None
 
 
-class HubPairs(HubDataset, PairColumns, HeldOut, DataConfig):
+class HubPairs(Splits[NamedSplit], HubDataset, PairColumns, HeldOut, DataConfig):
     format: Literal["hub"] = "hub"
-    train: NamedSplit
-    valid: NamedSplit | None = None
-    test: NamedSplit | None = None
 
 
 class GeneratedPairs(DataConfig):
@@ -223,18 +225,12 @@ class LabelledTextData(Section, metaclass=ChoosesFormat):
         return split_files(self)
 
 
-class LabelledColumns(HeldOut, LabelledTextData):
+class LabelledColumns(Splits[FileSplit], HeldOut, LabelledTextData):
     format: Literal["tsv", "csv", "jsonl"] = "tsv"
-    train: FileSplit
-    valid: FileSplit | None = None
-    test: FileSplit | None = None
 
 
-class LabelledHub(HubDataset, HeldOut, LabelledTextData):
+class LabelledHub(Splits[NamedSplit], HubDataset, HeldOut, LabelledTextData):
     format: Literal["hub"] = "hub"
-    train: NamedSplit
-    valid: NamedSplit | None = None
-    test: NamedSplit | None = None
 
 
 LabelledData = tagged_by_format(LabelledTextData, "tsv", LabelledColumns, LabelledHub)
@@ -270,13 +266,10 @@ class ImageCaptionData(Section, metaclass=ChoosesFormat):
         return ([("data.image_dir", image_dir, True)] if image_dir else []) + split_files(self)
 
 
-class Flickr8kCaptions(ImageCaptionData):
+class Flickr8kCaptions(Splits[ImageListSplit], ImageCaptionData):
     format: Literal["flickr8k"] = "flickr8k"
     image_dir: str  # the folder of the photos
     captions: str  # the captions file, `image.jpg#N<TAB>caption` (plain or .gz)
-    train: ImageListSplit
-    valid: ImageListSplit | None = None
-    test: ImageListSplit | None = None
 
     def required_paths(self) -> list[tuple[str, str, bool]]:
         image_dir, *splits = super().required_paths()
@@ -287,25 +280,19 @@ class CaptionColumn(Section):
     caption_column: str = "caption"
 
 
-class CaptionTable(CaptionColumn, ImageCaptionData):
+class CaptionTable(Splits[FileSplit], CaptionColumn, ImageCaptionData):
     """JSON Lines or CSV files with image and caption columns, one row per caption."""
 
     format: Literal["jsonl", "csv"] = "jsonl"
     image_dir: str | None = None  # the folder image names are relative to; default: the table's folder
     image_column: str = "image"
-    train: FileSplit
-    valid: FileSplit | None = None
-    test: FileSplit | None = None
 
 
-class ImageFolderCaptions(CaptionColumn, ImageCaptionData):
+class ImageFolderCaptions(Splits[NamedSplit], CaptionColumn, ImageCaptionData):
     """A Hugging Face ``imagefolder``: images and a metadata.jsonl/csv with the caption column."""
 
     format: Literal["imagefolder"] = "imagefolder"
     image_dir: str
-    train: NamedSplit
-    valid: NamedSplit | None = None
-    test: NamedSplit | None = None
 
 
 class ShapesCaptions(ImageCaptionData):
