@@ -62,16 +62,19 @@ DropoutRate = Annotated[float, Field(ge=0, lt=1), AfterValidator(_applied_rate)]
 
 
 # ---------------------------------------------------------------- data sections, one schema per format
-# Calling a data section's base class (DataConfig, LabelledTextData, ImageCaptionData) builds the schema of the
-# format named, as a recipe does: DataConfig(format="tsv", train={"path": "train.tsv"}) is a ColumnPairs.
+# A data section's base class (DataConfig, LabelledTextData, ImageCaptionData) builds the schema of the format
+# named, as a recipe does: DataConfig.of(format="tsv", train={"path": "train.tsv"}) is a ColumnPairs.
 
 
-class ChoosesFormat(type(BaseModel)):
-    """Metaclass of a data section's base class: calling the base validates through its formats' union."""
+class ByFormat(Section):
+    """Base of a data section whose keys depend on its ``format``; each format is a subclass."""
 
-    def __call__(cls, **keys: Any) -> Any:
-        formats = cls.__dict__.get("FORMATS")
-        return super().__call__(**keys) if formats is None else formats.validate_python(keys)
+    FORMATS: ClassVar[Any] = None  # set by tagged_by_format: the union of the formats' schemas
+
+    @classmethod
+    def of(cls, **keys: Any) -> Section:
+        """The schema of the format ``keys`` names (or the default one), validated as a recipe's section is."""
+        return cls.FORMATS.validate_python(keys)
 
 
 def tagged_by_format(base: type[Section], default: str, *variants: type[Section]) -> Any:
@@ -175,7 +178,7 @@ class GeneratorConfig(Section):
     seed: int = 1
 
 
-class DataConfig(Section, metaclass=ChoosesFormat):
+class DataConfig(ByFormat):
     """Translation data: (source, target) sentence pairs. The ``format`` picks the schema: TextPairs,
     ColumnPairs, HubPairs or GeneratedPairs."""
 
@@ -212,7 +215,7 @@ class GeneratedPairs(DataConfig):
 TranslationData = tagged_by_format(DataConfig, "text", TextPairs, ColumnPairs, HubPairs, GeneratedPairs)
 
 
-class LabelledTextData(Section, metaclass=ChoosesFormat):
+class LabelledTextData(ByFormat):
     """Texts with a label each (sentiment and other classification). The ``format`` picks the schema:
     LabelledColumns or LabelledHub."""
 
@@ -246,7 +249,7 @@ class ShapesConfig(Section):
     seed: int = 1
 
 
-class ImageCaptionData(Section, metaclass=ChoosesFormat):
+class ImageCaptionData(ByFormat):
     """Images with captions. The ``format`` picks the schema: Flickr8kCaptions, CaptionTable,
     ImageFolderCaptions or ShapesCaptions."""
 

@@ -37,7 +37,7 @@ def test_flickr8k_layout_groups_every_caption_of_an_image(tmp_path):
     captions = tmp_path / "captions.token.txt.gz"
     captions.write_bytes(gzip.compress("\n".join(lines).encode()))
     (tmp_path / "train.txt").write_text("a.jpg\nb.jpg\n")
-    data = ImageCaptionData(
+    data = ImageCaptionData.of(
         image_dir=str(tmp_path), captions=str(captions), train={"images": str(tmp_path / "train.txt")}
     )
     split = load_captioned(data, "train")
@@ -49,7 +49,7 @@ def test_flickr8k_layout_names_a_listed_image_without_captions(tmp_path):
     captions = tmp_path / "captions.txt"
     captions.write_text("a.jpg#0\tA dog\n")
     (tmp_path / "train.txt").write_text("a.jpg\nmissing.jpg\n")
-    data = ImageCaptionData(
+    data = ImageCaptionData.of(
         image_dir=str(tmp_path), captions=str(captions), train={"images": str(tmp_path / "train.txt")}
     )
     with pytest.raises(DataError, match=f"^{tmp_path / 'train.txt'}:2: missing.jpg has no caption in {captions}$"):
@@ -64,7 +64,7 @@ def test_column_layouts_have_one_row_per_caption_and_paths_relative_to_the_table
         path.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
     else:
         path.write_text("image,caption\n" + "".join(f"{i},{c}\n" for i, c in rows))
-    split = load_captioned(ImageCaptionData(format=fmt, train={"path": str(path)}), "train")
+    split = load_captioned(ImageCaptionData.of(format=fmt, train={"path": str(path)}), "train")
     assert split.images == [tmp_path / "x.png", tmp_path / "y.png"]
     assert split.captions == [["a red thing", "something red"], ["a blue thing"]]
 
@@ -191,7 +191,7 @@ def test_an_imagefolder_with_metadata_gives_each_image_its_caption(tmp_path):
         save_image(folder / "train" / name, colour)
     rows = [{"file_name": "a.png", "caption": "a red picture"}, {"file_name": "b.png", "caption": "a blue picture"}]
     (folder / "train" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = ImageCaptionData(format="imagefolder", image_dir=str(folder), train={"split": "train"})
+    data = ImageCaptionData.of(format="imagefolder", image_dir=str(folder), train={"split": "train"})
     split = load_captioned(data, "train")
     by_caption = {refs[0]: image.getpixel((0, 0)) for image, refs in zip(split.images, split.captions, strict=True)}
     assert by_caption == {"a red picture": (200, 0, 0), "a blue picture": (0, 0, 200)}

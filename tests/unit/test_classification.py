@@ -68,19 +68,19 @@ def test_scores_count_a_hand_made_confusion_matrix():
 
 def test_labels_are_read_with_their_file_and_line_and_a_missing_one_is_named(tmp_path):
     good = write_tsv(tmp_path / "good.tsv", [("nice one", "pos"), ("dull", "neg")])
-    data = LabelledTextData(train={"path": str(good)}, valid={"path": str(good)})
+    data = LabelledTextData.of(train={"path": str(good)}, valid={"path": str(good)})
     rows = load_labelled(data, "train")
     assert rows.labels == ["pos", "neg"] and rows.places == [f"{good}:2", f"{good}:3"]
     bad = tmp_path / "bad.tsv"
     bad.write_text("text\tlabel\nnice one\tpos\nno label here\t\n", encoding="utf-8")
     with pytest.raises(DataError, match=f"^{bad}:3: no label in column 'label'$"):
-        load_labelled(LabelledTextData(train={"path": str(bad)}), "train")
+        load_labelled(LabelledTextData.of(train={"path": str(bad)}), "train")
 
 
 def test_holdout_splits_the_training_file_the_same_way_every_time_and_never_overlaps(tmp_path):
     rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(50)]
     path = write_tsv(tmp_path / "all.tsv", rows)
-    data = LabelledTextData(train={"path": str(path)}, holdout=10, holdout_seed=4)
+    data = LabelledTextData.of(train={"path": str(path)}, holdout=10, holdout_seed=4)
     train, valid = load_labelled(data, "train"), load_labelled(data, "valid")
     assert len(valid.texts) == 10 and len(train.texts) == 40
     assert sorted(train.texts + valid.texts) == sorted(text for text, _ in rows)

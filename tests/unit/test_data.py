@@ -70,7 +70,7 @@ def test_a_broken_gzip_file_is_named(tmp_path):
 )
 def test_column_files_are_read_by_column_name(tmp_path, fmt, name, content):
     path = write(tmp_path / name, content)
-    data = DataConfig(format=fmt, src_column="de", tgt_column="en", train={"path": str(path)})
+    data = DataConfig.of(format=fmt, src_column="de", tgt_column="en", train={"path": str(path)})
     pairs = load_split(data, "train")
     assert pairs[1] == ("Katze", "cat")
     assert pairs[0][0] == 'ein "Hund"'
@@ -78,7 +78,7 @@ def test_column_files_are_read_by_column_name(tmp_path, fmt, name, content):
 
 def test_a_missing_column_is_named(tmp_path):
     path = write(tmp_path / "d.tsv", "de\tfr\nein\tun\n")
-    data = DataConfig(format="tsv", src_column="de", tgt_column="en", train={"path": str(path)})
+    data = DataConfig.of(format="tsv", src_column="de", tgt_column="en", train={"path": str(path)})
     with pytest.raises(DataError, match=r"d\.tsv: no column 'en' \(columns: de, fr\)"):
         load_split(data, "train")
 
@@ -93,21 +93,21 @@ def test_a_missing_column_is_named(tmp_path):
     ],
 )
 def test_a_data_section_is_the_schema_of_its_format(keys, schema):
-    data = DataConfig(**keys)
+    data = DataConfig.of(**keys)
     assert type(data) is schema and isinstance(data, DataConfig)
-    assert type(DataConfig(**data.model_dump())) is schema  # what a run's saved recipe holds reads back the same
+    assert type(DataConfig.of(**data.model_dump())) is schema  # what a run's saved recipe holds reads back the same
 
 
 def test_the_generated_corpus_has_its_defaults_without_a_generator_key():
-    assert load_split(DataConfig(format="generated"), "valid") == load_split(
-        DataConfig(format="generated", generator={"valid_size": 500, "seed": 1}), "valid"
+    assert load_split(DataConfig.of(format="generated"), "valid") == load_split(
+        DataConfig.of(format="generated", generator={"valid_size": 500, "seed": 1}), "valid"
     )
 
 
 def test_a_held_out_valid_split_comes_from_train_and_never_overlaps(tmp_path):
     src = write(tmp_path / "a.de", "".join(f"satz {i}\n" for i in range(30)))
     tgt = write(tmp_path / "a.en", "".join(f"sentence {i}\n" for i in range(30)))
-    data = DataConfig(train={"src": str(src), "tgt": str(tgt)}, holdout=5)
+    data = DataConfig.of(train={"src": str(src), "tgt": str(tgt)}, holdout=5)
     train, valid = load_split(data, "train"), load_split(data, "valid")
     assert len(valid) == 5 and len(train) == 25 and not set(train) & set(valid)
 
