@@ -77,7 +77,6 @@ def run_signature(run_dir: Path, model: nn.Module, device: torch.device, dtype, 
     from s2s.models import count_parameters
 
     recipe = Path(run_dir) / "recipe.yaml"
-
     return {
         "event": SIGNATURE_EVENT,
         "s2s": s2s.__version__,
