@@ -23,7 +23,7 @@ class Checkpoint(str, enum.Enum):
 
 
 # the commands that use one kind of run, and that kind: the only task names the command line knows
-COMMAND_TASKS = {"translate": "translation", "caption": "captioning", "classify": "classification"}
+COMMAND_TASKS = {"translate": "translation", "caption": "captioning", "classify": "classification", "tag": "tagging"}
 
 app = typer.Typer(
     help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate, caption, classify.",
@@ -83,6 +83,7 @@ Beam = Annotated[int | None, typer.Option(min=1, help=BEAM_HELP)]
 Alpha = Annotated[float | None, typer.Option(min=0.0, help=ALPHA_HELP)]
 Nbest = Annotated[int, typer.Option(min=1, help="Print this many answers per input, best first.")]
 Weights = Annotated[Checkpoint, typer.Option(help="Which weights to use.")]
+Texts = Annotated[list[str] | None, typer.Argument(help="Texts; without any, read stdin (a shell on a terminal).")]
 
 
 @app.command()
@@ -201,23 +202,53 @@ def translate(
 @user_errors
 def classify(
     model: Annotated[Path, typer.Option("--model", help="Run directory of a trained classifier.")],
-    texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to classify; without any, read stdin (a shell on a terminal).")
-    ] = None,
+    texts: Texts = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per text, with every label's probability.")
     ] = False,
     checkpoint: Weights = Checkpoint.best,
 ) -> None:
     """Classify texts: label<TAB>probability per text given, per stdin line on a pipe, or an interactive shell."""
-    from s2s.shell import filter_lines, interactive, label_lines
+    from s2s.shell import label_lines
 
     loaded = open_run(model, checkpoint, "classify")
-    answers = functools.partial(label_lines, loaded.predictor, as_json=as_json)
+    answer_texts(functools.partial(label_lines, loaded.predictor, as_json=as_json), texts, loaded, "classify")
+
+
+@app.command()
+@user_errors
+def tag(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of a trained tagger.")],
+    texts: Texts = None,
+    pretokenized: Annotated[
+        bool, typer.Option("--pretokenized", help="Words are already separated by spaces: do not split them.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line: each word's tag, probability.")
+    ] = False,
+    conllu: Annotated[bool, typer.Option("--conllu", help="Write each line as a CoNLL-U sentence.")] = False,
+    checkpoint: Weights = Checkpoint.best,
+) -> None:
+    """Tag words: word/TAG pairs per text given, per stdin line on a pipe (blank lines stay blank), or an
+    interactive shell. Raw text is split into words the way UD English writes them (see docs/tagging.md)."""
+    from s2s.shell import tag_lines
+
+    if as_json and conllu:
+        raise typer.BadParameter("--json and --conllu are two outputs: choose one", param_hint="--conllu")
+    loaded = open_run(model, checkpoint, "tag")
+    form = "json" if as_json else "conllu" if conllu else "pairs"
+    answers = functools.partial(tag_lines, loaded.predictor, pretokenized=pretokenized, form=form)
+    answer_texts(answers, texts, loaded, "tag")
+
+
+def answer_texts(answers, texts: list[str] | None, loaded, command: str) -> None:
+    """The answers to the texts given; without any, to stdin's lines: a shell on a terminal, a filter on a pipe."""
+    from s2s.shell import filter_lines, interactive
+
     if texts:
         typer.echo("\n".join(answers(texts)))
     elif sys.stdin.isatty():
-        interactive(lambda line: answers([line])[0], "classify")
+        interactive(lambda line: answers([line])[0], command)
     else:
         filter_lines(answers, sys.stdin.buffer, sys.stdout, loaded.recipe.eval.batch_size)
 

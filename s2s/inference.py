@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from s2s.config import CaptionEvalConfig, EvalConfig
-from s2s.data.batching import batch_indices, collate, collate_labelled
+from s2s.data.batching import batch_indices, collate, collate_labelled, collate_tagged
 from s2s.data.images import image_tensor
-from s2s.models import Classifier, Seq2Seq, autocast
+from s2s.models import Classifier, Seq2Seq, Tagger, autocast
 from s2s.search import Hypothesis, max_lengths, search
 from s2s.tokenizer import Tokenizer, TokenizerPair
 
@@ -167,3 +167,55 @@ class ImageCaptioner:
             for options in hyps:
                 results.append([Caption(self.tokenizer.decode([h.tokens])[0], h) for h in options])
         return results
+
+
+@dataclass
+class WordTag:
+    tag: str
+    probability: float
+
+
+class WordTagger:
+    """Sentences given as words → one tag per word with its probability, batched by length, in input order."""
+
+    def __init__(
+        self,
+        model: Tagger,
+        vocabulary,  # s2s.pipelines.tagging.Vocabulary: word, character and tag ids
+        batch_size: int,
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model.to(device)
+        self.vocabulary, self.batch_size, self.device, self.autocast_dtype = (
+            vocabulary,
+            batch_size,
+            device,
+            autocast_dtype,
+        )
+
+    @property
+    def tags(self) -> list[str]:
+        return self.vocabulary.tags
+
+    @torch.inference_mode()
+    def probabilities(self, words: list[list[int]], chars: list[list[list[int]]]) -> list[torch.Tensor]:
+        """[len(sentence), L] tag probabilities of each sentence, given as word and character ids."""
+        self.model.eval()
+        out: list[torch.Tensor | None] = [None] * len(words)
+        for chunk in batch_indices([len(w) for w in words], self.batch_size, by_tokens=False, rng=None):
+            batch = collate_tagged([words[i] for i in chunk], [chars[i] for i in chunk], None, chunk)
+            with autocast(self.device, self.autocast_dtype):
+                logits = self.model.tag(batch.to(self.device))  # [B, S, L]
+            for row, i in enumerate(chunk):
+                out[i] = logits[row, : len(words[i])].softmax(-1).cpu()
+        return out
+
+    def tag(self, sentences: list[list[str]]) -> list[list[WordTag]]:
+        """The tag of every word of each sentence (sentences as lists of words)."""
+        words, chars = self.vocabulary.encode(sentences)
+        tagged = []
+        for probabilities in self.probabilities(words, chars):
+            best, ids = probabilities.max(-1)
+            tagged.append([WordTag(self.tags[k], float(p)) for p, k in zip(best.tolist(), ids.tolist(), strict=True)])
+        return tagged

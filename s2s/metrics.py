@@ -77,3 +77,39 @@ def classification_scores(gold: list[int], predicted: list[int], labels: list[st
         "labels": labels,
         "n_examples": len(gold),
     }
+
+
+def tagging_scores(gold: list[int], predicted: list[int], unseen: list[bool], tags: list[str]) -> dict:
+    """Scores of one tag per word (percent): accuracy over words, accuracy over words unseen in training, macro-F1
+    over the tags, and each tag's precision, recall, F1 and support. A gold tag the model does not know is -1: it
+    counts as a miss (the caller reports which tags those were)."""
+    n = len(tags)
+    right = [0] * n
+    guessed = [0] * n
+    support = [0] * n
+    for g, p in zip(gold, predicted, strict=True):
+        guessed[p] += 1
+        if g >= 0:
+            support[g] += 1
+            right[g] += g == p
+    per_tag = {}
+    for k, tag in enumerate(tags):
+        precision = right[k] / guessed[k] if guessed[k] else 0.0
+        recall = right[k] / support[k] if support[k] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_tag[tag] = {
+            "precision": round(100 * precision, 2),
+            "recall": round(100 * recall, 2),
+            "f1": round(100 * f1, 2),
+            "support": support[k],
+        }
+    present = [tag for k, tag in enumerate(tags) if support[k] or guessed[k]]
+    unseen_right = sum(g == p for g, p, u in zip(gold, predicted, unseen, strict=True) if u)
+    return {
+        "accuracy": round(100.0 * sum(right) / max(1, len(gold)), 2),
+        "oov_accuracy": round(100.0 * unseen_right / max(1, sum(unseen)), 2),
+        "macro_f1": round(sum(per_tag[tag]["f1"] for tag in present) / max(1, len(present)), 2),
+        "per_tag": per_tag,
+        "n_words": len(gold),
+        "n_oov_words": sum(unseen),
+    }

@@ -18,8 +18,9 @@ from s2s.config import (
     EncoderConfig,
     ImageEncoderConfig,
     ModelConfig,
+    TaggerModelConfig,
 )
-from s2s.data.batching import Batch, LabelBatch
+from s2s.data.batching import NO_TAG, Batch, LabelBatch, TagBatch
 from s2s.errors import RecipeError
 from s2s.loss import projected_cross_entropy
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
@@ -90,7 +91,38 @@ class Classifier(nn.Module):
         return F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
 
 
-def build_encoder(enc: EncoderConfig, vocab_size: int) -> RNNEncoder:
+class Tagger(nn.Module):
+    """Synchronised many-to-many: a tag for every word. Each word is its embedding joined to a vector of its
+    spelling (the final states of a character-level RNN), so a word never seen in training is still read; the
+    encoder reads the sentence both ways, and the head scores every word's state."""
+
+    def __init__(self, encoder: RNNEncoder, characters: RNNEncoder | None, head: ClassifierHead):
+        super().__init__()
+        self.encoder, self.characters, self.head = encoder, characters, head
+
+    def tag(self, batch: TagBatch) -> torch.Tensor:
+        """→ logits [B, S, L] (fp32) of every word's tag; padding positions hold whatever the head makes of zeros."""
+        lengths = batch.src_lengths.to(batch.src.device)
+        words = self.encoder.embed(self.encoder.drop_words(batch.src))  # [B, S, E]
+        if self.characters is not None:
+            real = batch.char_lengths > 0  # [B, S]
+            spelled = self.characters(batch.chars[real], batch.char_lengths[real]).summary  # [N, 2H]
+            vectors = words.new_zeros(*words.shape[:2], spelled.size(-1))  # [B, S, 2H]
+            vectors[real] = spelled.to(words.dtype)
+            words = torch.cat([words, vectors], dim=-1)
+        return self.head(self.encoder.encode(words, lengths).states).float()
+
+    def forward(self, batch: TagBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The mean label-smoothed cross-entropy per word."""
+        logits = self.tag(batch)  # [B, S, L]
+        return F.cross_entropy(
+            logits.flatten(0, 1), batch.tags.flatten(), ignore_index=NO_TAG, label_smoothing=label_smoothing
+        )
+
+
+def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEncoder:
+    """``joined``: the size of what the caller joins to each embedding before the first layer (a tagger's spelling
+    vectors)."""
     return RNNEncoder(
         vocab_size,
         enc.embedding_size,
@@ -101,6 +133,7 @@ def build_encoder(enc: EncoderConfig, vocab_size: int) -> RNNEncoder:
         enc.dropout,
         enc.reverse_source,
         enc.word_dropout,
+        input_size=enc.embedding_size + joined,
     )
 
 
@@ -112,6 +145,19 @@ def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: i
         Pooling(head.pooling, encoder.output_size),
         ClassifierHead(encoder.output_size, n_labels, head.hidden_size, head.dropout),
     )
+
+
+def build_tagger(config: TaggerModelConfig, n_words: int, n_chars: int, n_tags: int) -> Tagger:
+    chars, enc = config.characters, config.encoder
+    characters = None
+    if chars.embedding_size:
+        characters = RNNEncoder(
+            n_chars, chars.embedding_size, chars.hidden_size, 1, chars.cell, True, enc.dropout, False
+        )
+    spelled = characters.output_size if characters is not None else 0
+    encoder = build_encoder(enc, n_words, joined=spelled)
+    head = config.head
+    return Tagger(encoder, characters, ClassifierHead(encoder.output_size, n_tags, head.hidden_size, head.dropout))
 
 
 def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:

@@ -21,8 +21,18 @@ from typing import BinaryIO, TextIO
 
 from s2s.data.corpus import decode_lines, not_utf8, read_lines
 from s2s.data.images import BadImage, image_files, open_image
+from s2s.data.tagged import split_words
 from s2s.files import write_text
-from s2s.inference import Caption, ImageCaptioner, Prediction, TextClassifier, Translation, Translator
+from s2s.inference import (
+    Caption,
+    ImageCaptioner,
+    Prediction,
+    TextClassifier,
+    Translation,
+    Translator,
+    WordTag,
+    WordTagger,
+)
 from s2s.pictures import terminal_heatmap
 
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
@@ -209,3 +219,25 @@ def caption_block(path: Path, captions: list[Caption], as_json: bool) -> str:
     if len(captions) == 1:
         return f"{path}\t{captions[0].text}"
     return "\n".join(f"{path}\t{k}\t{c.hypothesis.normalized:.4f}\t{c.text}" for k, c in enumerate(captions, 1))
+
+
+def tag_lines(tagger: WordTagger, lines: list[str], pretokenized: bool, form: str) -> list[str]:
+    """One answer block per line, blank lines blank: ``word/TAG`` pairs (``form`` "pairs"), one JSON object with
+    every word's tag and probability ("json"), or a CoNLL-U sentence ("conllu"). Lines are split into words by the
+    UD-style tokenizer, or at spaces when ``pretokenized``."""
+    texts = [line for line in lines if line.strip()]
+    sentences = [line.split() if pretokenized else split_words(line) for line in texts]
+    answers = iter(zip(texts, sentences, tagger.tag(sentences) if sentences else [], strict=True))
+    return [tag_block(*next(answers), form) if line.strip() else "" for line in lines]
+
+
+def tag_block(text: str, words: list[str], tags: list[WordTag], form: str) -> str:
+    if form == "json":
+        tagged = [
+            {"word": w, "tag": t.tag, "probability": round(t.probability, 4)} for w, t in zip(words, tags, strict=True)
+        ]
+        return json.dumps({"text": text, "words": tagged}, ensure_ascii=False)
+    if form == "conllu":
+        rows = [f"{n}\t{w}\t_\t{t.tag}\t_\t_\t_\t_\t_\t_" for n, (w, t) in enumerate(zip(words, tags, strict=True), 1)]
+        return "\n".join([f"# text = {text}", *rows, ""])
+    return " ".join(f"{w}/{t.tag}" for w, t in zip(words, tags, strict=True))

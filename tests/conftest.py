@@ -10,7 +10,7 @@ import torch
 from s2s.config import load_recipe
 from s2s.runs import load_run
 from s2s.train import Trainer
-from tests.helpers import TINY, toy_sentiment_recipe, write_recipe
+from tests.helpers import TINY, toy_sentiment_recipe, toy_tagging_recipe, write_recipe
 
 
 @pytest.fixture
@@ -42,3 +42,13 @@ def trained_classifier(tmp_path_factory) -> Path:
 def translator(trained_run):
     """The trained run's translator, loaded in this process: what the command's output is checked against."""
     return load_run(trained_run).predictor
+
+
+@pytest.fixture(scope="session")
+def trained_tagger(tmp_path_factory) -> Path:
+    """A tagger of generated sentences, trained in a few seconds; its valid adverbs never occur in training."""
+    directory = tmp_path_factory.mktemp("toy-tagging")
+    recipe_file = write_recipe(directory / "recipe.yaml", toy_tagging_recipe(directory))
+    torch.manual_seed(0)
+    Trainer(load_recipe(recipe_file), directory / "run").run()
+    return directory / "run"

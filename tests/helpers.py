@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 import re
@@ -261,3 +262,79 @@ def small_model(
         ),
     )
     return build_seq2seq(config, VOCAB, VOCAB).eval()
+
+
+# --- a generated tagging task: tests/unit/test_tagging.py, tests/e2e/test_tag_commands.py ---
+LEXICON = {
+    "DET": ["the", "a", "every", "this"],
+    "ADJ": ["big", "red", "old", "small", "green", "happy"],
+    "NOUN": ["cat", "dog", "man", "apple", "car", "house", "bird"],
+    "VERB": ["sees", "likes", "eats", "finds", "takes"],
+}
+ADVERB_STEMS = ["quick", "slow", "loud", "soft", "bright", "sad", "glad", "rough", "calm", "neat", "warm", "kind"]
+
+
+def tagged_sentences(count: int, seed: int, adverbs: list[str]) -> list[list[tuple[str, str]]]:
+    """DET (ADJ) NOUN (ADV) VERB DET NOUN PUNCT sentences; adverbs are the ``-ly`` words given, so a test can hold
+    some out of training and ask the tagger to know them by their spelling."""
+    import random
+
+    rng = random.Random(seed)
+    pick = lambda tag: (rng.choice(LEXICON[tag]), tag)  # noqa: E731
+    sentences = []
+    for _ in range(count):
+        words = [pick("DET")] + ([pick("ADJ")] if rng.random() < 0.5 else []) + [pick("NOUN")]
+        words += [(rng.choice(adverbs), "ADV")] if rng.random() < 0.5 else []
+        sentences.append(words + [pick("VERB"), pick("DET"), pick("NOUN"), (".", "PUNCT")])
+    return sentences
+
+
+def write_word_tags(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
+    """word<TAB>tag lines, a blank line after each sentence."""
+    path.write_text("".join("".join(f"{w}\t{t}\n" for w, t in s) + "\n" for s in sentences), encoding="utf-8")
+    return path
+
+
+def toy_tagging_recipe(directory: Path) -> dict:
+    """A tagging recipe over generated sentences whose valid and test adverbs never occur in training."""
+    seen = [stem + "ly" for stem in ADVERB_STEMS[:8]]
+    unseen = [stem + "ly" for stem in ADVERB_STEMS[8:]]
+    files = {
+        name: write_word_tags(directory / f"{name}.tsv", tagged_sentences(size, seed, adverbs))
+        for name, size, seed, adverbs in (("train", 600, 1, seen), ("valid", 60, 2, unseen), ("test", 60, 3, unseen))
+    }
+    return {
+        "task": "tagging",
+        "name": "toy-tagging",
+        "data": {"format": "tsv", **{name: {"path": str(path)} for name, path in files.items()}},
+        "model": {
+            "characters": {"embedding_size": 12, "hidden_size": 16},
+            "encoder": {"embedding_size": 16, "hidden_size": 24, "dropout": 0.0, "word_dropout": 0.2},
+            "head": {"dropout": 0.0},
+        },
+        "train": {"lr": 0.01, "batch_size": 32, "max_steps": 120, "validate_every": 60, "log_every": 20, "threads": 1},
+        "eval": {"batch_size": 64},
+    }
+
+
+# --- tagged sentences: tests/unit/test_tagged_data.py, tests/e2e/test_tag_baseline.py ---
+def write_text(path: Path, text: str) -> Path:
+    """``text`` as UTF-8, gzip-compressed if the name ends in .gz."""
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def tagged_tsv(sentences: list[list[tuple[str, str]]]) -> str:
+    """``word<TAB>tag`` lines, a blank line after each sentence."""
+    return "".join("".join(f"{word}\t{tag}\n" for word, tag in sentence) + "\n" for sentence in sentences)
+
+
+def conllu_text(sentences: list[list[str]]) -> str:
+    """A CoNLL-U file: each sentence's lines (comments as they are; word lines with their ten columns written
+    between single spaces, turned into tabs), a blank line after each sentence."""
+
+    def line(text: str) -> str:
+        return text if text.startswith("#") else "\t".join(text.split())
+
+    return "".join("".join(f"{line(text)}\n" for text in sentence) + "\n" for sentence in sentences)

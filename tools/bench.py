@@ -257,7 +257,8 @@ def decode_speed(pipeline: Pipeline, predictor, valid: Examples, count: int, bea
     outputs = pipeline.predict(predictor, valid, count, beam)
     synchronize(predictor.device)
     seconds = time.perf_counter() - started
-    lengths = [len(options[0].hypothesis.tokens) for options in outputs if isinstance(options, list)]
+    searched = [options[0] for options in outputs if isinstance(options, list) and hasattr(options[0], "hypothesis")]
+    lengths = [len(best.hypothesis.tokens) for best in searched]
     return {
         "per_s": round(count / max(seconds, 1e-9), 2),
         "seconds": round(seconds, 3),

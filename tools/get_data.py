@@ -10,24 +10,30 @@ Files are written under a temporary name and renamed, so an interrupted run leav
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
 import sys
 import tempfile
 import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 
 from s2s.config import DATA_SETS  # the names, kept where a recipe's missing-file message can name this tool
 
 MULTI30K = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/"
+# Universal Dependencies release 2.16 of the English Web Treebank; the official test split is left out on purpose
+UD_EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/r2.16/en_ewt-ud-"
 DOWNLOADS = {
     "multi30k": {
         f"{split}.{lang}.gz": f"{MULTI30K}{split}.{lang}.gz"
         for split in ("train", "val", "test_2016_flickr")
         for lang in ("de", "en", "fr")
     },
+    "ud-ewt": {f"{split}.conllu.gz": f"{UD_EWT}{split}.conllu" for split in ("train", "dev")},
 }
 
-# name → {file name: download URL}. Data sets without URLs here can be filled with --from.
+# name → {file name: download URL}; a file named .gz whose URL is not is compressed on arrival. Data sets
+# without URLs here can be filled with --from.
 DATASETS: dict[str, dict[str, str]] = {name: DOWNLOADS.get(name, {}) for name in DATA_SETS}
 
 
@@ -58,7 +64,12 @@ def download(files: dict[str, str], target: Path, name: str) -> int:
         print(f"downloading {url}", file=sys.stderr)
         fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{file_name}.")
         try:
-            with open(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            compress = file_name.endswith(".gz") and not url.endswith(".gz")
+            with (
+                open(fd, "wb") as raw,
+                urllib.request.urlopen(url, timeout=60) as response,
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else nullcontext(raw) as out,
+            ):
                 shutil.copyfileobj(response, out)
             Path(tmp).replace(destination)
         except OSError as error:

@@ -174,3 +174,59 @@ def cut(order: list[int], lengths: list[int], batch_size: int, by_tokens: bool) 
 
 def _mean(values: list[int]) -> int:
     return int(sum(values) / max(1, len(values)))
+
+
+NO_TAG = -100  # the tag at padding positions: cross-entropy's ignore_index
+
+
+@dataclass
+class TagBatch:
+    """Sentences as words, each word also as its characters, and one tag per word (synchronised many-to-many)."""
+
+    src: torch.Tensor  # [B, S] word ids, padded with PAD
+    src_lengths: torch.Tensor  # [B] words per sentence
+    chars: torch.Tensor  # [B, S, C] character ids of each word, padded with PAD
+    char_lengths: torch.Tensor  # [B, S] characters of each word, 0 at padding
+    tags: torch.Tensor  # [B, S] tag ids, NO_TAG at padding
+    indices: list[int]
+
+    @property
+    def n_predictions(self) -> int:
+        """Words: one tag each, what the mean loss averages over."""
+        return int(self.src_lengths.sum())
+
+    @property
+    def n_tokens(self) -> int:
+        """What training speed counts: the same words."""
+        return self.n_predictions
+
+    def to(self, device: torch.device) -> TagBatch:
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return TagBatch(
+            move(self.src), self.src_lengths, move(self.chars), move(self.char_lengths), move(self.tags), self.indices
+        )
+
+
+def collate_tagged(
+    words: list[list[int]], chars: list[list[list[int]]], tags: list[list[int]] | None, indices: list[int]
+) -> TagBatch:
+    """Padded tensors for one batch of sentences; ``tags`` may be None at inference."""
+    width = max(1, max(len(w) for w in words))
+    letters = max(1, max((len(c) for sentence in chars for c in sentence), default=1))
+    char_ids = torch.full((len(words), width, letters), PAD, dtype=torch.long)
+    char_lengths = torch.zeros(len(words), width, dtype=torch.long)
+    for row, sentence in enumerate(chars):
+        for column, word in enumerate(sentence):
+            char_ids[row, column, : len(word)] = torch.tensor(word, dtype=torch.long)
+            char_lengths[row, column] = len(word)
+    tag_ids = torch.full((len(words), width), NO_TAG, dtype=torch.long)
+    for row, sentence_tags in enumerate(tags or []):
+        tag_ids[row, : len(sentence_tags)] = torch.tensor(sentence_tags, dtype=torch.long)
+    return TagBatch(
+        src=pad(words),
+        src_lengths=torch.tensor([len(w) for w in words], dtype=torch.long),
+        chars=char_ids,
+        char_lengths=char_lengths,
+        tags=tag_ids,
+        indices=indices,
+    )

@@ -38,7 +38,10 @@ class RNNEncoder(nn.Module):
         dropout: float,
         reverse_source: bool,
         word_dropout: float = 0.0,
+        input_size: int | None = None,
     ):
+        """``input_size``: what the first layer reads, when the caller joins more to each embedding (a tagger's
+        character-level word vectors) and calls ``encode``; by default the embedding alone."""
         super().__init__()
         self.word_dropout = word_dropout
         self.embed = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
@@ -46,7 +49,9 @@ class RNNEncoder(nn.Module):
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 RNN_CELLS[cell](
-                    embedding_size if layer == 0 else hidden_size * directions, hidden_size, batch_first=True
+                    (input_size or embedding_size) if layer == 0 else hidden_size * directions,
+                    hidden_size,
+                    batch_first=True,
                 )
                 for _ in range(directions)
             )
@@ -62,17 +67,26 @@ class RNNEncoder(nn.Module):
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """src [B, S] ids, lengths [B] → EncoderOutput."""
         lengths = lengths.to(src.device)
-        if self.training and self.word_dropout:  # whole words go missing: the model cannot lean on any one
-            dropped = torch.rand(src.shape, device=src.device) < self.word_dropout
-            src = src.masked_fill(dropped & src.ne(PAD), UNK)
+        return self.encode(self.embed(self.drop_words(src)), lengths)
+
+    def drop_words(self, src: torch.Tensor) -> torch.Tensor:
+        """Training: ``word_dropout`` of the real ids become UNK, so the model cannot lean on any one word."""
+        if not (self.training and self.word_dropout):
+            return src
+        dropped = torch.rand(src.shape, device=src.device) < self.word_dropout
+        return src.masked_fill(dropped & src.ne(PAD), UNK)
+
+    def encode(self, vectors: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        """vectors [B, S, input] (the embedded source, or more joined to it), lengths [B] on their device →
+        EncoderOutput."""
         if self.reverse_source:
-            src = reverse_padded(src, lengths)
-        states = self.dropout(self.embed(src))  # [B, S, E]
+            vectors = reverse_padded(vectors, lengths)
+        states = self.dropout(vectors)  # [B, S, input]
         for number, layer in enumerate(self.layers):
             if number > 0:
                 states = self.dropout(states)  # between layers, as nn.GRU(dropout=...) does
             states = self.run_layer(layer, states, lengths)  # [B, S, dirs × H]
-        mask = position_mask(lengths, src)
+        mask = position_mask(lengths, states)
         summary = self.summarise(states, lengths)
         if self.reverse_source:
             states = reverse_padded(states, lengths)  # back to the original order, for attention and pictures

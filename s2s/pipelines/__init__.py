@@ -74,12 +74,14 @@ class Pipeline(Protocol):
 def pipeline_for(recipe: Recipe) -> Pipeline:
     from s2s.pipelines.captioning import CaptioningPipeline
     from s2s.pipelines.classification import ClassificationPipeline
+    from s2s.pipelines.tagging import TaggingPipeline
     from s2s.pipelines.translation import TranslationPipeline
 
     pipelines = {
         "translation": TranslationPipeline,
         "classification": ClassificationPipeline,
         "captioning": CaptioningPipeline,
+        "tagging": TaggingPipeline,
     }
     return pipelines[recipe.task](recipe)
 

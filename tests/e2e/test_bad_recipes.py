@@ -95,7 +95,7 @@ ROWS = {
     "bad task": (
         TRANSLATION,
         {"task": "summarise"},
-        "task: 'summarise' is not one of: translation, classification, captioning",
+        "task: 'summarise' is not one of: translation, classification, captioning, tagging",
     ),
     "bad format": (
         TRANSLATION,

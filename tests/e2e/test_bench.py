@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from s2s import kernels
-from tests.helpers import ROOT, SHAPES_RUN, TINY, toy_sentiment_recipe, write_recipe
+from tests.helpers import ROOT, SHAPES_RUN, TINY, toy_sentiment_recipe, toy_tagging_recipe, write_recipe
 
 BENCH = ROOT / "tools" / "bench.py"
 KEYS = (
@@ -83,8 +83,9 @@ def test_bench_errors_are_one_line(tmp_path, args, code, message):
     [
         (lambda directory: toy_sentiment_recipe(directory), "classification", "texts", False),
         (lambda directory: SHAPES_RUN, "captioning", "captions", True),
+        (lambda directory: toy_tagging_recipe(directory), "tagging", "sentences", False),
     ],
-    ids=["classification", "captioning"],
+    ids=["classification", "captioning", "tagging"],
 )
 def test_bench_measures_every_problem_shape_through_its_pipeline(tmp_path, make, task, unit, searches):
     recipe = write_recipe(tmp_path / "recipe.yaml", make(tmp_path))
