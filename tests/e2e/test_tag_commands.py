@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pexpect
 import yaml
 
 from tests.helpers import assert_user_error, s2s, tagged_sentences, write_word_tags
@@ -90,3 +92,20 @@ def test_tag_refuses_a_run_of_another_kind_naming_the_command_that_fits(trained_
         2,
         f"{trained_tagger}: is a tagging run, not a classification run; use s2s tag",
     )
+
+
+def test_tag_on_a_terminal_is_the_interactive_shell(trained_tagger, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2S_HISTORY": str(tmp_path / "history"), "TERM": "dumb"}
+    child = pexpect.spawn("s2s", ["tag", "--model", str(trained_tagger)], env=env, encoding="utf-8", timeout=60)
+    try:
+        child.expect_exact("s2s tag: type a sentence")
+        child.expect_exact("> ")
+        child.sendline("a cat eats .")
+        child.expect(r"\(\d+\.\d\d s\)")
+        assert child.before.split("\r\n")[1] == "a/DET cat/NOUN eats/VERB ./PUNCT"
+        child.expect_exact("> ")
+        child.sendline("")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
