@@ -338,3 +338,25 @@ def conllu_text(sentences: list[list[str]]) -> str:
         return text if text.startswith("#") else "\t".join(text.split())
 
     return "".join("".join(f"{line(text)}\n" for text in sentence) + "\n" for sentence in sentences)
+
+
+def shell_answer(command: str, run: Path, line: str, history: Path) -> str:
+    """Type ``line`` into ``s2s COMMAND --model RUN`` on a real terminal; return the answer's first line, after
+    checking the shell's greeting, its prompt, and that an empty line ends it with exit status 0."""
+    import pexpect
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2S_HISTORY": str(history), "TERM": "dumb"}
+    child = pexpect.spawn("s2s", [command, "--model", str(run)], env=env, encoding="utf-8", timeout=60)
+    try:
+        child.expect_exact(f"s2s {command}: type a sentence")
+        child.expect_exact("> ")
+        child.sendline(line)
+        child.expect(r"\(\d+\.\d\d s\)")
+        answer = child.before.split("\r\n")[1]
+        child.expect_exact("> ")
+        child.sendline("")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    return answer

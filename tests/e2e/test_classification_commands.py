@@ -4,11 +4,8 @@ stdout and stderr as a user sees them, a pipe and a terminal."""
 from __future__ import annotations
 
 import json
-import os
 
-import pexpect
-
-from tests.helpers import assert_user_error, s2s, toy_sentiment_recipe, write_recipe, write_tsv
+from tests.helpers import assert_user_error, s2s, shell_answer, toy_sentiment_recipe, write_recipe, write_tsv
 
 
 def test_a_valid_label_the_training_data_never_had_is_an_error_naming_its_line(tmp_path):
@@ -86,19 +83,5 @@ def test_a_run_of_the_wrong_kind_is_refused_with_the_command_that_fits_it(traine
 
 
 def test_classify_on_a_terminal_is_the_interactive_shell(trained_classifier, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2S_HISTORY": str(tmp_path / "history"), "TERM": "dumb"}
-    child = pexpect.spawn(
-        "s2s", ["classify", "--model", str(trained_classifier)], env=env, encoding="utf-8", timeout=60
-    )
-    try:
-        child.expect_exact("s2s classify: type a sentence")
-        child.expect_exact("> ")
-        child.sendline("what a lovely film")
-        child.expect(r"\(\d+\.\d\d s\)")
-        assert child.before.split("\r\n")[1].split("\t")[0] == "pos"
-        child.expect_exact("> ")
-        child.sendline("")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
+    answer = shell_answer("classify", trained_classifier, "what a lovely film", tmp_path / "history")
+    assert answer.split("\t")[0] == "pos"

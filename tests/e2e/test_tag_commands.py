@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pexpect
 import yaml
 
-from tests.helpers import assert_user_error, s2s, tagged_sentences, write_word_tags
+from tests.helpers import assert_user_error, s2s, shell_answer, tagged_sentences, write_word_tags
 
 LINE = "the big dog calmly sees a cat ."
 TAGS = ["DET", "ADJ", "NOUN", "ADV", "VERB", "DET", "NOUN", "PUNCT"]
@@ -95,17 +93,5 @@ def test_tag_refuses_a_run_of_another_kind_naming_the_command_that_fits(trained_
 
 
 def test_tag_on_a_terminal_is_the_interactive_shell(trained_tagger, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "S2S_HISTORY": str(tmp_path / "history"), "TERM": "dumb"}
-    child = pexpect.spawn("s2s", ["tag", "--model", str(trained_tagger)], env=env, encoding="utf-8", timeout=60)
-    try:
-        child.expect_exact("s2s tag: type a sentence")
-        child.expect_exact("> ")
-        child.sendline("a cat eats .")
-        child.expect(r"\(\d+\.\d\d s\)")
-        assert child.before.split("\r\n")[1] == "a/DET cat/NOUN eats/VERB ./PUNCT"
-        child.expect_exact("> ")
-        child.sendline("")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
+    answer = shell_answer("tag", trained_tagger, "a cat eats .", tmp_path / "history")
+    assert answer == "a/DET cat/NOUN eats/VERB ./PUNCT"
