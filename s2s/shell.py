@@ -21,7 +21,7 @@ from typing import BinaryIO, TextIO
 
 from s2s.data.corpus import decode_lines, not_utf8, read_lines
 from s2s.data.images import BadImage, image_files, open_image
-from s2s.data.tagged import split_words
+from s2s.data.tagged import conllu_lines, split_words
 from s2s.files import write_text
 from s2s.inference import (
     Caption,
@@ -238,6 +238,5 @@ def tag_block(text: str, words: list[str], tags: list[WordTag], form: str) -> st
         ]
         return json.dumps({"text": text, "words": tagged}, ensure_ascii=False)
     if form == "conllu":
-        rows = [f"{n}\t{w}\t_\t{t.tag}\t_\t_\t_\t_\t_\t_" for n, (w, t) in enumerate(zip(words, tags, strict=True), 1)]
-        return "\n".join([f"# text = {text}", *rows, ""])
+        return "\n".join([f"# text = {text}", *conllu_lines([words], [[t.tag for t in tags]], "upos")])
     return " ".join(f"{w}/{t.tag}" for w, t in zip(words, tags, strict=True))

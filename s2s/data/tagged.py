@@ -155,3 +155,16 @@ def split_words(text: str) -> list[str]:
 
 
 QUOTES = {"``": '"', "''": '"'}
+
+
+def conllu_lines(words: list[list[str]], tags: list[list[str]], column: str) -> list[str]:
+    """CoNLL-U of the predictions: ID, FORM and the predicted tag in its ``column``, ``_`` elsewhere, a blank line
+    after each sentence."""
+    lines, at = [], DEFAULT_FIELDS.index(column)
+    for sentence, sentence_tags in zip(words, tags, strict=True):
+        for number, (word, tag) in enumerate(zip(sentence, sentence_tags, strict=True), start=1):
+            row = [str(number), word] + ["_"] * 8
+            row[at] = tag
+            lines.append("\t".join(row))
+        lines.append("")
+    return lines

@@ -15,7 +15,7 @@ import torch
 
 from s2s.config import TaggingRecipe
 from s2s.data.batching import TagBatch, collate_tagged
-from s2s.data.tagged import TaggedSentences, load_tagged, read_conllu, read_word_tag_tsv
+from s2s.data.tagged import TaggedSentences, conllu_lines, load_tagged, read_conllu, read_word_tag_tsv
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write, write_text
 from s2s.inference import WordTagger
@@ -190,22 +190,6 @@ class TaggingPipeline:
         if path.name.lower().removesuffix(".gz").endswith(".conllu"):
             return read_conllu(path, getattr(self.recipe.data, "column", "upos"))
         return read_word_tag_tsv(path)
-
-
-CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
-
-
-def conllu_lines(words: list[list[str]], tags: list[list[str]], column: str) -> list[str]:
-    """CoNLL-U of the predictions: ID, FORM and the predicted tag in its ``column``, ``_`` elsewhere, a blank line
-    after each sentence."""
-    lines, at = [], CONLLU_FIELDS.index(column)
-    for sentence, sentence_tags in zip(words, tags, strict=True):
-        for number, (word, tag) in enumerate(zip(sentence, sentence_tags, strict=True), start=1):
-            row = [str(number), word] + ["_"] * 8
-            row[at] = tag
-            lines.append("\t".join(row))
-        lines.append("")
-    return lines
 
 
 def report_lines(scores: dict) -> list[str]:
