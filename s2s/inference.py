@@ -7,12 +7,13 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from s2s.config import CaptionEvalConfig, EvalConfig
+from s2s.config import CaptionEvalConfig, EvalConfig, LanguageModelEvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled, collate_tagged
 from s2s.data.images import image_tensor
-from s2s.models import Classifier, Seq2Seq, Tagger, autocast
-from s2s.search import Hypothesis, max_lengths, search
-from s2s.tokenizer import Tokenizer, TokenizerPair
+from s2s.errors import UsageError
+from s2s.models import Classifier, LanguageModel, Seq2Seq, Tagger, autocast
+from s2s.search import Hypothesis, Sampling, max_lengths, search
+from s2s.tokenizer import BOS, Tokenizer, TokenizerPair
 
 
 @dataclass
@@ -44,8 +45,9 @@ class Translator:
         nbest: int = 1,
         alpha: float | None = None,
         attention: bool = False,
+        sampling: Sampling | None = None,
     ) -> list[list[Translation]]:
-        """The ``nbest`` translations of each sentence, in input order."""
+        """The ``nbest`` translations of each sentence, in input order (with ``sampling``: ``nbest`` samples)."""
         beam_size = beam_size or self.config.beam_size
         alpha = self.config.length_penalty if alpha is None else alpha
         self.model.eval()  # the trainer shares this model and may have left it in training mode
@@ -57,7 +59,7 @@ class Translator:
             limit = max_lengths(batch.src_lengths, self.config.max_length_ratio)
             with autocast(self.device, self.autocast_dtype):
                 memory = self.model.encode(src, batch.src_lengths)
-                hyps = search(self.model, memory, limit, beam_size, alpha, nbest, attention)
+                hyps = search(self.model, memory, limit, beam_size, alpha, nbest, attention, sampling)
             for i, options in zip(chunk, hyps, strict=True):
                 results[i] = [self.present(ids[i], h) for h in options]
         return results
@@ -144,15 +146,25 @@ class ImageCaptioner:
         self.device, self.autocast_dtype = device, autocast_dtype
 
     def caption(
-        self, images: list[Image.Image], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
+        self,
+        images: list[Image.Image],
+        beam_size: int | None = None,
+        nbest: int = 1,
+        alpha: float | None = None,
+        sampling: Sampling | None = None,
     ) -> list[list[Caption]]:
-        """The ``nbest`` captions of each picture, in input order."""
+        """The ``nbest`` captions of each picture, in input order (with ``sampling``: ``nbest`` samples)."""
         pixels = [image_tensor(image, self.image_size) for image in images]
-        return self.caption_inputs(pixels, beam_size, nbest, alpha)
+        return self.caption_inputs(pixels, beam_size, nbest, alpha, sampling)
 
     @torch.no_grad()  # not inference_mode: see Translator.translate
     def caption_inputs(
-        self, inputs: list[torch.Tensor], beam_size: int | None = None, nbest: int = 1, alpha: float | None = None
+        self,
+        inputs: list[torch.Tensor],
+        beam_size: int | None = None,
+        nbest: int = 1,
+        alpha: float | None = None,
+        sampling: Sampling | None = None,
     ) -> list[list[Caption]]:
         """Captions of pictures given as pixels [3, S, S] or as a fixed backbone's feature grids [C, h, w]."""
         beam_size = beam_size or self.config.beam_size
@@ -163,7 +175,7 @@ class ImageCaptioner:
             chunk = torch.stack(inputs[start : start + self.config.batch_size]).to(self.device)
             limit = torch.full((len(chunk),), self.config.max_length)
             with autocast(self.device, self.autocast_dtype):
-                hyps = search(self.model, self.model.encode(chunk), limit, beam_size, alpha, nbest)
+                hyps = search(self.model, self.model.encode(chunk), limit, beam_size, alpha, nbest, sampling=sampling)
             for options in hyps:
                 results.append([Caption(self.tokenizer.decode([h.tokens])[0], h) for h in options])
         return results
@@ -219,3 +231,42 @@ class WordTagger:
             best, ids = probabilities.max(-1)
             tagged.append([WordTag(self.tags[k], float(p)) for p, k in zip(best.tolist(), ids.tolist(), strict=True)])
         return tagged
+
+
+class TextGenerator:
+    """A language model in use: text generated after a prompt (sampled, or greedy at temperature 0)."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        tokenizer: Tokenizer,
+        config: LanguageModelEvalConfig,
+        device: torch.device = torch.device("cpu"),
+        autocast_dtype: torch.dtype | None = None,
+    ):
+        self.model = model.to(device)
+        self.tokenizer, self.config, self.device, self.autocast_dtype = tokenizer, config, device, autocast_dtype
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids. Characters the model never saw in training are refused: it would read them as
+        the unknown token, which training never showed it, and go on from a state that means nothing."""
+        unknown = self.tokenizer.unknown([prompt])
+        if unknown:
+            shown = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in unknown)
+            raise UsageError(f"--prompt: characters the model never saw in training: {shown}")
+        return self.tokenizer.encode([prompt])[0] if prompt else []
+
+    @torch.no_grad()  # not inference_mode: see Translator.translate
+    def generate(self, prompt: str, max_length: int, sampling: Sampling | None, count: int = 1, emit=None) -> list[str]:
+        """``count`` texts of up to ``max_length`` tokens that follow ``prompt`` (the prompt itself not
+        repeated); ``sampling`` None is greedy. ``emit(rows, tokens)``: as ``s2s.search.greedy_search``."""
+        self.model.eval()
+        ids = [BOS, *self.prompt_ids(prompt)]
+        prefix = torch.tensor([ids[:-1]], device=self.device)  # read now; the last token is the first step's input
+        rows = torch.zeros(count, dtype=torch.long, device=self.device)
+        start = torch.full((count,), ids[-1], device=self.device)
+        limit = torch.full((count,), max_length + 1)  # and an EOS, forced at the end
+        with autocast(self.device, self.autocast_dtype):
+            memory = self.model.read(prefix).select(rows)
+            found = search(self.model, memory, limit, 1, 0.0, 1, sampling=sampling, start=start, emit=emit)
+        return [self.tokenizer.decode([options[0].tokens])[0] for options in found]

@@ -6,6 +6,8 @@ Training: ``model(batch) → loss``. Search: ``encode`` once, then ``initial_sta
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,19 +19,22 @@ from s2s.config import (
     DecoderConfig,
     EncoderConfig,
     ImageEncoderConfig,
+    LanguageModelConfig,
     ModelConfig,
     TaggerModelConfig,
 )
-from s2s.data.batching import NO_TAG, Batch, LabelBatch, TagBatch
+from s2s.data.batching import NO_TAG, Batch, LabelBatch, TagBatch, TextBatch
 from s2s.errors import RecipeError
 from s2s.loss import projected_cross_entropy
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
+from s2s.modules.dropout import Dropout
 from s2s.modules.efficientnet import FEATURES as EFFICIENTNET_FEATURES
 from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet_lite0
 from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
 from s2s.modules.recurrence import reuse_weight_casts
+from s2s.modules.recurrent_stack import Hidden, RecurrentStack, detached, select_rows
 from s2s.tokenizer import PAD
 
 
@@ -118,6 +123,75 @@ class Tagger(nn.Module):
         return F.cross_entropy(
             logits.flatten(0, 1), batch.tags.flatten(), ignore_index=NO_TAG, label_smoothing=label_smoothing
         )
+
+
+class Reading(NamedTuple):
+    """A language model's "encoding": the state after reading a prompt, one row per prompt. There is nothing to
+    attend to (``mask`` [B, 0]); search starts from this state."""
+
+    hidden: Hidden
+    mask: torch.Tensor  # [B, 0]
+
+    def select(self, rows: torch.Tensor) -> Reading:
+        return Reading(select_rows(self.hidden, rows), self.mask[rows])
+
+
+class LanguageModel(nn.Module):
+    """The recurrent decoder with nothing to condition on (char-rnn): embeddings → stacked GRU/LSTM → next-token
+    logits. It trains on documents from a zero state, or on segments of streams with the state carried from each
+    segment to the next (``TextBatch.carry``); it generates through ``s2s.search`` from the state after a prompt."""
+
+    def __init__(self, vocab_size: int, config: LanguageModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, config.embedding_size, padding_idx=PAD)
+        self.rnn = RecurrentStack(config.embedding_size, config.hidden_size, config.layers, config.cell, config.dropout)
+        self.dropout = Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_size, vocab_size)
+        if config.tie_embeddings:
+            self.output.weight = self.embed.weight
+            with torch.no_grad():  # at the output layer's scale (see RNNDecoder)
+                self.embed.weight.normal_(0.0, config.hidden_size**-0.5)
+                self.embed.weight[PAD].zero_()
+
+    def run(self, inputs: torch.Tensor, state: Hidden) -> tuple[torch.Tensor, Hidden]:
+        """inputs [B, T] ids, the state before them → outputs [B, T, H] and the state after them."""
+        return self.rnn(self.dropout(self.embed(inputs)), state)
+
+    def forward(self, batch: TextBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The mean cross-entropy per target token; a stream segment starts from the state its streams' last
+        segment ended in, and leaves its own final state there."""
+        carry = batch.carry
+        state = None if carry is None or batch.first else carry.hidden
+        if state is None:
+            state = self.rnn.zero_state(batch.inputs.size(0), batch.inputs)
+        outputs, state = self.run(batch.inputs, state)
+        if carry is not None:
+            carry.hidden = detached(state)
+        real = batch.targets.ne(PAD)
+        hidden = self.dropout(outputs[real])
+        loss = projected_cross_entropy(hidden, self.output, batch.targets[real], label_smoothing)
+        return loss / real.sum().clamp(min=1)
+
+    # the search interface (s2s.search): a prompt is read once, then one token per step
+    def read(self, prefix: torch.Tensor) -> Reading:
+        """prefix [B, P] ids (BOS and all of a prompt but its last token; P may be 0) → the state after them."""
+        state = self.rnn.zero_state(prefix.size(0), prefix)
+        if prefix.size(1):
+            _, state = self.run(prefix, state)
+        return Reading(state, prefix.new_zeros(prefix.size(0), 0, dtype=torch.bool))
+
+    def initial_state(self, memory: Reading) -> Hidden:
+        return memory.hidden
+
+    def step(self, prev: torch.Tensor, state: Hidden, memory: Reading) -> tuple[torch.Tensor, Hidden, None]:
+        outputs, state = self.run(prev.unsqueeze(1), state)
+        return self.output(outputs[:, 0]), state, None
+
+    def reorder_state(self, state: Hidden, order: torch.Tensor) -> Hidden:
+        return select_rows(state, order)
+
+    def decoding(self):
+        return reuse_weight_casts()
 
 
 def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEncoder:

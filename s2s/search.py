@@ -1,7 +1,8 @@
-"""Greedy and beam search over any model with ``initial_state`` / ``step`` / ``reorder_state``, starting from the
-``Memory`` its ``encode`` made (of sentences or of images: search does not care).
+"""Greedy search, sampling and beam search over any model with ``initial_state`` / ``step`` / ``reorder_state``,
+starting from the ``Memory`` its ``encode`` made (of sentences, of images, or a language model's reading of a
+prompt: search does not care). Greedy search and sampling are one loop that differs in how it picks each token.
 
-Both are batched over sentences (and, for beam search, over beams: rows are sentence-major, B × K), keep no state
+All are batched over inputs (and, for beam search, over beams: rows are sentence-major, B × K), keep no state
 on the model, and force EOS at each sentence's maximum length. Hypotheses are ranked by the sum of token
 log-probabilities (EOS included) divided by the GNMT length penalty ((5 + length) / 6) ** alpha.
 """
@@ -61,25 +62,98 @@ def force_eos(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(rows[:, None], only_eos, logits)
 
 
+def most_likely(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy search's choice: the most probable token of each row, with its log-probability."""
+    return log_probs.max(-1)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Draw each next token from the model's distribution instead of taking the most likely one: sharpened
+    (temperature below 1) or flattened (above 1), cut to the ``top_k`` most likely tokens (ties with the k-th kept)
+    and to the smallest set of most likely tokens whose probability reaches ``top_p`` (nucleus sampling, Holtzman
+    et al. 2020). Temperature 0 is greedy search. A ``seed`` makes the draws repeatable."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be 0 or more, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k: must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], not {self.top_p}")
+
+    def chooser(self, device: torch.device):
+        """What picks each step's tokens: ``most_likely`` at temperature 0, else a seeded draw."""
+        if self.temperature == 0:
+            return most_likely
+        generator = torch.Generator(device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+
+        def draw(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            scaled = log_probs.float() / self.temperature
+            scaled[:, [PAD, BOS]] = float("-inf")  # never outputs (a forced EOS is still drawn: it is all there is)
+            allowed = restrict(scaled, self.top_k, self.top_p)
+            token = torch.multinomial(allowed.softmax(-1), 1, generator=generator)[:, 0]
+            return log_probs.gather(1, token[:, None])[:, 0], token
+
+        return draw
+
+
+def restrict(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """``logits`` [B, V] with every token outside the top-k and outside the top-p nucleus set to -inf."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ranked, order = logits.sort(dim=-1, descending=True)
+        probabilities = ranked.softmax(-1)
+        above = probabilities.cumsum(-1) - probabilities  # the mass of the tokens ranked above each one
+        drop_ranked = above >= top_p  # the most likely token is always kept (nothing is above it)
+        logits = logits.masked_fill(torch.zeros_like(drop_ranked).scatter(1, order, drop_ranked), float("-inf"))
+    return logits
+
+
 # no_grad rather than inference_mode: under inference_mode autocast casts the weights again at every step,
 # under no_grad it casts each once per search (its cache keeps casts of leaf tensors that require grad)
 @torch.no_grad()
-def greedy_search(model: Decoder, memory: Memory, limit: torch.Tensor, attention: bool = False) -> list[Hypothesis]:
-    """The most probable next token at each step, for every input at once (``memory`` is the model's encoding
-    of the batch; ``limit`` [B] as max_lengths). An output that has ended leaves the batch: it costs nothing more."""
+def greedy_search(
+    model: Decoder,
+    memory: Memory,
+    limit: torch.Tensor,
+    attention: bool = False,
+    choose=most_likely,
+    start: torch.Tensor | None = None,
+    emit=None,
+) -> list[Hypothesis]:
+    """One path per input, all inputs at once (``memory`` is the model's encoding of the batch; ``limit`` [B] as
+    max_lengths): at each step ``choose`` (log-probabilities [B, V] → their scores and tokens [B]) picks a token,
+    the most probable one by default, a drawn one when sampling. The first input token is BOS, or ``start`` [B]
+    (a language model goes on from the last token of its prompt). ``emit(rows, tokens)``, if given, is told each
+    step's tokens of the inputs still running (to stream them). An output that has ended leaves the batch: it
+    costs nothing more."""
     batch, max_len, device = memory.mask.size(0), int(limit.max()), memory.mask.device
     state = model.initial_state(memory)
     running = torch.arange(batch, device=device)  # the original position of each row still decoding
     limit = limit.to(device)
-    prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    prev = torch.full((batch,), BOS, dtype=torch.long, device=device) if start is None else start.to(device)
     scores = torch.zeros(batch, device=device)
     tokens = torch.full((batch, max_len), PAD, dtype=torch.long, device=device)
     weights = torch.zeros(batch, max_len, memory.mask.size(1), device=device) if attention else None
     for t in range(max_len):
         logits, state, step_weights = model.step(prev, state, memory)
-        best, prev = force_eos(torch.log_softmax(logits, dim=-1), limit == t + 1).max(-1)
+        best, prev = choose(force_eos(torch.log_softmax(logits, dim=-1), limit == t + 1))
         scores[running] += best.float()
         tokens[running, t] = prev
+        if emit is not None:
+            emit(running.tolist(), prev.tolist())
         if weights is not None:
             weights[running, t] = step_weights.float()
         ended = prev == EOS
@@ -95,6 +169,32 @@ def greedy_search(model: Decoder, memory: Memory, limit: torch.Tensor, attention
     ]
 
 
+def sample_search(
+    model: Decoder,
+    memory: Memory,
+    limit: torch.Tensor,
+    sampling: Sampling,
+    count: int = 1,
+    attention: bool = False,
+    start: torch.Tensor | None = None,
+    emit=None,
+) -> list[list[Hypothesis]]:
+    """``count`` samples of each input, drawn side by side (each input's rows repeated ``count`` times; ``emit``
+    is told rows of that expanded batch), in the order drawn."""
+    batch = memory.mask.size(0)
+    rows = torch.arange(batch, device=memory.mask.device).repeat_interleave(count)
+    found = greedy_search(
+        model,
+        memory.select(rows),
+        limit.to(rows.device)[rows],
+        attention,
+        sampling.chooser(memory.mask.device),
+        None if start is None else start.to(rows.device)[rows],
+        emit,
+    )
+    return [found[b * count : (b + 1) * count] for b in range(batch)]
+
+
 def search(
     model: Decoder,
     memory: Memory,
@@ -103,11 +203,20 @@ def search(
     alpha: float,
     nbest: int,
     attention: bool = False,
+    sampling: Sampling | None = None,
+    start: torch.Tensor | None = None,
+    emit=None,
 ) -> list[list[Hypothesis]]:
-    """The ``nbest`` hypotheses of each input: greedy search when one best of a beam of one is asked for."""
+    """The ``nbest`` hypotheses of each input: greedy search when one best of a beam of one is asked for; with
+    ``sampling``, ``nbest`` samples (``beam_size`` and ``alpha`` do not apply). ``start`` and ``emit``: as
+    ``greedy_search``; beam search starts from BOS and does not stream."""
     with model.decoding():
+        if sampling is not None:
+            return sample_search(model, memory, limit, sampling, nbest, attention, start, emit)
         if beam_size == 1 and nbest == 1:
-            return [[h] for h in greedy_search(model, memory, limit, attention)]
+            return [[h] for h in greedy_search(model, memory, limit, attention, start=start, emit=emit)]
+        if start is not None or emit is not None:
+            raise ValueError("beam search starts from BOS and does not stream: give start and emit to greedy search")
         return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
 
 

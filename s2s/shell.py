@@ -28,12 +28,14 @@ from s2s.inference import (
     ImageCaptioner,
     Prediction,
     TextClassifier,
+    TextGenerator,
     Translation,
     Translator,
     WordTag,
     WordTagger,
 )
 from s2s.pictures import terminal_heatmap
+from s2s.search import Sampling
 
 HISTORY = Path(os.environ.get("S2S_HISTORY", Path.home() / ".s2s_history"))
 
@@ -240,3 +242,41 @@ def tag_block(text: str, words: list[str], tags: list[WordTag], form: str) -> st
     if form == "conllu":
         return "\n".join([f"# text = {text}", *conllu_lines([words], [[t.tag for t in tags]], "upos")])
     return " ".join(f"{w}/{t.tag}" for w, t in zip(words, tags, strict=True))
+
+
+def generated_texts(
+    generator: TextGenerator, prompt: str, max_length: int, sampling: Sampling, count: int, as_json: bool
+) -> None:
+    """Print ``count`` texts, each the prompt and what follows it. A single plain text streams as it is made
+    (flushed after every token); several are printed when all are done, separated by a line ``---``, or as one
+    JSON object each."""
+    generator.prompt_ids(prompt)  # a prompt the model cannot read is refused before anything is printed
+    if count == 1 and not as_json:
+        print(prompt, end="", flush=True)
+        streamed = Streamed(generator)
+        generator.generate(prompt, max_length, sampling, 1, emit=streamed.emit)
+        print(flush=True)
+        return
+    texts = generator.generate(prompt, max_length, sampling, count)
+    if as_json:
+        for text in texts:
+            print(json.dumps({"prompt": prompt, "text": text, "seed": sampling.seed}, ensure_ascii=False))
+        return
+    print("\n---\n".join(prompt + text for text in texts))
+
+
+class Streamed:
+    """Prints the text of row 0 as its tokens come: what decoding all tokens so far adds to what was printed
+    (a SentencePiece token's text depends on its neighbours, so tokens are not printed one by one)."""
+
+    def __init__(self, generator: TextGenerator):
+        self.generator, self.tokens, self.shown = generator, [], ""
+
+    def emit(self, rows: list[int], tokens: list[int]) -> None:
+        if not rows or rows[0] != 0:
+            return
+        self.tokens.append(tokens[0])
+        text = self.generator.tokenizer.decode([self.tokens])[0]
+        if text.startswith(self.shown):
+            print(text[len(self.shown) :], end="", flush=True)
+            self.shown = text

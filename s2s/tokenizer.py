@@ -1,4 +1,7 @@
-"""SentencePiece tokenizers: trained from the training split when a run starts, saved in the run directory.
+"""Tokenizers: trained from the training split when a run starts, saved in the run directory. Two kinds, one
+interface (``vocab_size``, ``encode``, ``decode``, ``pieces``, ``unknown``): SentencePiece models (``tokenizer.type``
+unigram or bpe, saved as NAME.model) and character vocabularies (``tokenizer.type: char``, saved as NAME.chars, a
+JSON list), which any task can use.
 
 Special ids are fixed for every model s2s trains, so that models, search and batching can rely on them:
 pad = 0, unk = 1, bos = 2, eos = 3.
@@ -6,10 +9,13 @@ pad = 0, unk = 1, bos = 2, eos = 3.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import sentencepiece as spm
 
@@ -19,8 +25,19 @@ from s2s.errors import RunError
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 
-class Tokenizer:
+class Tokenizer(Protocol):
     """Text ↔ ids for one language (or both, for a joint model)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    def encode(self, texts: list[str]) -> list[list[int]]: ...
+    def decode(self, ids: list[list[int]]) -> list[str]: ...  # special ids left out, stopping at the first eos
+    def pieces(self, ids: list[int]) -> list[str]: ...
+    def unknown(self, texts: list[str]) -> Counter: ...  # the characters of ``texts`` read as unk, with counts
+
+
+class PieceTokenizer:
+    """A SentencePiece model."""
 
     def __init__(self, model_file: Path):
         self.model_file = Path(model_file)
@@ -39,6 +56,79 @@ class Tokenizer:
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.sp.id_to_piece(i) for i in ids]
+
+    def unknown(self, texts: list[str]) -> Counter:
+        counts = Counter(char for text in texts for char in text if not char.isspace())
+        return Counter({char: n for char, n in counts.items() if UNK in self.sp.encode(char)})
+
+
+class CharTokenizer:
+    """One id per character seen in training (after the four special ids); any other character is unk."""
+
+    SUFFIX = ".chars"
+
+    def __init__(self, chars: list[str]):
+        self.chars = chars
+        self.ids = {char: i for i, char in enumerate(chars, start=len(SPECIAL_PIECES))}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIAL_PIECES) + len(self.chars)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        ids = self.ids
+        return [[ids.get(char, UNK) for char in text] for text in texts]
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        first = len(SPECIAL_PIECES)
+        return ["".join(self.chars[i - first] if i >= first else "" for i in strip_special(seq)) for seq in ids]
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        first = len(SPECIAL_PIECES)
+        return [self.chars[i - first] if i >= first else SPECIAL_PIECES[i] for i in ids]
+
+    def unknown(self, texts: list[str]) -> Counter:
+        return Counter(char for text in texts for char in text if char not in self.ids)
+
+    @classmethod
+    def of(cls, config: TextTokenizerConfig, texts: Iterable[str]) -> CharTokenizer:
+        """The characters of ``texts``, most frequent first: as many as cover ``character_coverage`` of all
+        character occurrences, and at most ``vocab_size`` ids in all."""
+        counts = Counter(char for text in texts for char in text)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        total, covered, chars = sum(counts.values()), 0, []
+        for char, count in ranked[: config.vocab_size - len(SPECIAL_PIECES)]:
+            if chars and covered >= config.character_coverage * total:
+                break
+            chars.append(char)
+            covered += count
+        return cls(chars)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.chars, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> CharTokenizer:
+        try:
+            chars = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunError(f"{path}: cannot read the character vocabulary ({error})") from None
+        if not (isinstance(chars, list) and all(isinstance(c, str) and len(c) == 1 for c in chars)):
+            raise RunError(f"{path}: not a character vocabulary (a JSON list of single characters)")
+        return cls(chars)
+
+
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # ids PAD, UNK, BOS, EOS
+
+
+def load_tokenizer(prefix: Path) -> Tokenizer | None:
+    """The tokenizer saved as ``prefix``.model (SentencePiece) or ``prefix``.chars; None if neither is there."""
+    prefix = Path(prefix)
+    if prefix.with_suffix(".model").is_file():
+        return PieceTokenizer(prefix.with_suffix(".model"))
+    if prefix.with_suffix(CharTokenizer.SUFFIX).is_file():
+        return CharTokenizer.load(prefix.with_suffix(CharTokenizer.SUFFIX))
+    return None
 
 
 def strip_special(ids: list[int]) -> list[int]:
@@ -64,12 +154,13 @@ class TokenizerPair:
     @classmethod
     def load(cls, directory: Path) -> TokenizerPair:
         directory = Path(directory)
-        if (directory / "joint.model").is_file():
-            joint = Tokenizer(directory / "joint.model")
+        joint = load_tokenizer(directory / "joint")
+        if joint is not None:
             return cls(joint, joint)
-        if (directory / "src.model").is_file() and (directory / "tgt.model").is_file():
-            return cls(Tokenizer(directory / "src.model"), Tokenizer(directory / "tgt.model"))
-        raise RunError(f"{directory}: no SentencePiece model (joint.model, or src.model and tgt.model)")
+        src, tgt = load_tokenizer(directory / "src"), load_tokenizer(directory / "tgt")
+        if src is not None and tgt is not None:
+            return cls(src, tgt)
+        raise RunError(f"{directory}: no tokenizer (joint.model or .chars, or src and tgt ones)")
 
 
 def train_tokenizers(config: TokenizerConfig, pairs: list[tuple[str, str]], directory: Path) -> TokenizerPair:
@@ -89,14 +180,14 @@ def train_tokenizers(config: TokenizerConfig, pairs: list[tuple[str, str]], dire
 def train_text_tokenizer(config: TextTokenizerConfig, texts: list[str], directory: Path) -> Tokenizer:
     """One tokenizer for one kind of text (classified texts, captions), saved as ``directory/text.model``."""
     staged(directory, lambda staging: train_one(config, texts, staging / "text"))
-    return Tokenizer(Path(directory) / "text.model")
+    return load_text_tokenizer(directory)
 
 
 def load_text_tokenizer(directory: Path) -> Tokenizer:
-    model = Path(directory) / "text.model"
-    if not model.is_file():
-        raise RunError(f"{directory}: no SentencePiece model (text.model)")
-    return Tokenizer(model)
+    tokenizer = load_tokenizer(Path(directory) / "text")
+    if tokenizer is None:
+        raise RunError(f"{directory}: no tokenizer (text.model or text.chars)")
+    return tokenizer
 
 
 def staged(directory: Path, fill) -> None:
@@ -113,6 +204,9 @@ def staged(directory: Path, fill) -> None:
 
 
 def train_one(config: TextTokenizerConfig, sentences: Iterable[str], prefix: Path) -> None:
+    if config.type == "char":
+        CharTokenizer.of(config, sentences).save(prefix.with_suffix(CharTokenizer.SUFFIX))
+        return
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([s for s in sentences if s.strip()]),
         model_prefix=str(prefix),

@@ -32,11 +32,10 @@ from s2s.checkpoint import (
     step_checkpoints,
 )
 from s2s.config import Recipe, TrainConfig, dump_recipe
-from s2s.data.batching import batch_indices
 from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
 from s2s.models import autocast, count_parameters
-from s2s.pipelines import Examples, Pipeline, pipeline_for
+from s2s.pipelines import Examples, Pipeline, pipeline_for, validation_loss
 from s2s.runs import is_run, require_run, run_signature
 
 
@@ -158,10 +157,10 @@ class Trainer:
 
     def train_to_the_end(self, started: float) -> dict:
         session = self.start()
-        lengths, stop = session.train.lengths(), self.finished(session.progress)
+        stop = self.finished(session.progress)
         with StopSignals() as signals:
             while stop is None:
-                batches = epoch_batches(self.config, lengths, session.progress.epoch)
+                batches = epoch_batches(self.config, session.train, session.progress.epoch)
                 stop = self.train_epoch(session, batches[session.progress.batch_in_epoch :], signals, started)
             if signals.received:
                 self.save(session)  # at once, without a validation
@@ -392,11 +391,11 @@ class Trainer:
         """Validation loss, scores, and the value ``keep_best_by`` ranks by, of the model's current weights."""
         loss = validation_loss(session.model, session.valid, self.recipe.eval.batch_size, self.device, self.dtype)
         predictor = self.pipeline.predictor(session.model, session.assets, self.device, self.dtype)
-        scores = self.pipeline.score(predictor, session.valid)
+        scores = self.pipeline.score(predictor, session.valid, loss)
         return loss, scores, loss if self.config.keep_best_by == "loss" else scores[self.config.keep_best_by]
 
     def better(self, value: float, best: float | None) -> bool:
-        return best is None or (value < best if self.config.keep_best_by == "loss" else value > best)
+        return best is None or (value < best if self.recipe.lower_is_better(self.config.keep_best_by) else value > best)
 
     def keep_average_if_better(self, session: Session) -> None:
         """``train.average_last``: the mean of the newest N step checkpoints becomes the best weights when it
@@ -443,6 +442,7 @@ class Trainer:
             "scaler": session.scaler.state_dict(),
             "progress": vars(session.progress),
             "torch_rng": torch.get_rng_state(),
+            "train_reading": session.train.state(),
         }
         save_state(state, self.run_dir / "last.state.pt")
 
@@ -452,6 +452,8 @@ class Trainer:
         session.optimizer.load_state_dict(state["optimizer"])
         session.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
+        if self.processes.world == 1:  # what one process saved is its own: across processes, reading starts afresh
+            session.train.restore(state.get("train_reading", {}))
         known = Progress.__dataclass_fields__
         session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
 
@@ -462,10 +464,10 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
 
-def epoch_batches(config: TrainConfig, lengths: list[int], epoch: int) -> list[list[int]]:
+def epoch_batches(config: TrainConfig, examples: Examples, epoch: int) -> list[list[int]]:
     """The batches of one epoch; the same for a given seed and epoch, so a resumed run draws them again."""
     rng = random.Random(config.seed * 100_003 + epoch)
-    return batch_indices(lengths, config.batch_size, config.batch_by == "tokens", rng)
+    return examples.batches(config.batch_size, config.batch_by == "tokens", rng)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -496,17 +498,3 @@ def learning_rate(config: TrainConfig, progress: Progress) -> float:
     """Linear warm-up to ``lr``, then ``lr`` scaled down on validation plateaus, never below ``min_lr``."""
     warmup = min(1.0, (progress.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     return max(config.min_lr, config.lr * warmup * progress.lr_scale)
-
-
-@torch.inference_mode()
-def validation_loss(model: nn.Module, examples: Examples, batch_size: int, device, dtype) -> float:
-    """Mean cross-entropy per prediction (target token, or text), without label smoothing: what perplexity reads."""
-    model.eval()
-    total, count = 0.0, 0
-    for batch in examples.iterate(batch_indices(examples.lengths(), batch_size, by_tokens=False, rng=None)):
-        batch = batch.to(device)
-        with autocast(device, dtype):
-            loss = model(batch)
-        total += float(loss) * batch.n_predictions
-        count += batch.n_predictions
-    return total / max(1, count)

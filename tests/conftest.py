@@ -10,7 +10,7 @@ import torch
 from s2s.config import load_recipe
 from s2s.runs import load_run
 from s2s.train import Trainer
-from tests.helpers import TINY, toy_sentiment_recipe, toy_tagging_recipe, write_recipe
+from tests.helpers import TINY, toy_language_model_recipe, toy_sentiment_recipe, toy_tagging_recipe, write_recipe
 
 
 @pytest.fixture
@@ -49,6 +49,16 @@ def trained_tagger(tmp_path_factory) -> Path:
     """A tagger of generated sentences, trained in a few seconds; its valid adverbs never occur in training."""
     directory = tmp_path_factory.mktemp("toy-tagging")
     recipe_file = write_recipe(directory / "recipe.yaml", toy_tagging_recipe(directory))
+    torch.manual_seed(0)
+    Trainer(load_recipe(recipe_file), directory / "run").run()
+    return directory / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_language_model(tmp_path_factory) -> Path:
+    """A character-level language model of a toy play, trained in a few seconds."""
+    directory = tmp_path_factory.mktemp("toy-play")
+    recipe_file = write_recipe(directory / "recipe.yaml", toy_language_model_recipe(directory))
     torch.manual_seed(0)
     Trainer(load_recipe(recipe_file), directory / "run").run()
     return directory / "run"

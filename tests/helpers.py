@@ -360,3 +360,27 @@ def shell_answer(command: str, run: Path, line: str, history: Path) -> str:
         child.close(force=True)
     assert child.exitstatus == 0
     return answer
+
+
+# --- a toy play and a language model of it: tests/unit/test_language_model.py, tests/e2e/test_generate_commands.py ---
+SPEAKERS = ("ROMEO", "JULIET", "NURSE")
+VERSES = ("what light through yonder window breaks", "good night, good night", "parting is such sweet sorrow")
+
+
+def toy_play(count: int, seed: int) -> str:
+    """``count`` speeches: a speaker's name and a colon on a line, a verse on the next, a blank line after."""
+    rng = random.Random(seed)
+    return "".join(f"{rng.choice(SPEAKERS)}:\n{rng.choice(VERSES)}.\n\n" for _ in range(count))
+
+
+def toy_language_model_recipe(directory: Path) -> dict:
+    """A character-level GRU language model of a toy play (its last tenth validates), trained in a few seconds."""
+    text = write_text(directory / "play.txt.gz", toy_play(300, 1))
+    return {
+        "task": "language_model",
+        "name": "toy-play",
+        "data": {"format": "stream", "train": {"path": str(text)}, "valid_tail": 0.1},
+        "model": {"embedding_size": 32, "hidden_size": 32, "layers": 2, "dropout": 0.0},
+        "train": {"lr": 0.01, "batch_size": 8, "bptt": 32, "max_steps": 150, "validate_every": 75, "threads": 1},
+        "eval": {"generate": {"max_length": 60}},
+    }

@@ -240,9 +240,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 
 def training_batches(config: TrainConfig, train: Examples) -> Iterator[list[int]]:
     """The example indices of each batch in the order ``Trainer.run`` draws them, epoch after epoch."""
-    lengths = train.lengths()
     for epoch in itertools.count():
-        yield from epoch_batches(config, lengths, epoch)
+        yield from epoch_batches(config, train, epoch)
 
 
 def decode_speed(pipeline: Pipeline, predictor, valid: Examples, count: int, beam: int | None, warm: bool) -> dict:

@@ -16,6 +16,23 @@ from s2s.tokenizer import BOS, EOS, PAD
 POOL_BATCHES = 100  # sort this many batches' worth of examples at once: enough to bucket, still random
 
 
+class ByLength:
+    """Examples batched by length (mixed into a pipeline's ``Examples``, which provides ``lengths()``): shuffled
+    buckets in training (with ``rng``), length-sorted batches otherwise."""
+
+    def lengths(self) -> list[int]:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int, by_tokens: bool, rng: random.Random | None) -> list[list[int]]:
+        return batch_indices(self.lengths(), batch_size, by_tokens, rng)
+
+    def state(self) -> dict:
+        return {}  # each batch stands alone
+
+    def restore(self, state: dict) -> None:
+        pass
+
+
 @dataclass
 class Batch:
     src: torch.Tensor  # [B, S] source ids, padded with PAD
@@ -174,6 +191,40 @@ def cut(order: list[int], lengths: list[int], batch_size: int, by_tokens: bool) 
 
 def _mean(values: list[int]) -> int:
     return int(sum(values) / max(1, len(values)))
+
+
+class Carry:
+    """Where truncated backpropagation through time keeps the state between the segments of parallel streams:
+    the state at the end of the last segment read (detached: gradients stop at the segment boundary). It belongs
+    to the streams being read, so training and validation streams each have their own."""
+
+    def __init__(self):
+        self.hidden = None  # the model's state [L, B, H] (h and c for an LSTM), or None before the first segment
+
+
+@dataclass
+class TextBatch:
+    """A language model's batch: inputs and, at each position, the next token; segments of parallel streams (with
+    their ``carry``) or whole documents (``carry`` None, every row starts from a zero state)."""
+
+    inputs: torch.Tensor  # [B, T] BOS (or the token before the segment) y1 … y(n-1), padded
+    targets: torch.Tensor  # [B, T] y1 … yn (EOS last for a document), padded
+    indices: list[int]
+    carry: Carry | None = None
+    first: bool = True  # the first segment of its streams: the state starts at zero
+
+    @property
+    def n_predictions(self) -> int:
+        return int(self.targets.ne(PAD).sum())
+
+    @property
+    def n_tokens(self) -> int:
+        """What training speed counts: the tokens predicted."""
+        return self.n_predictions
+
+    def to(self, device: torch.device) -> TextBatch:
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return TextBatch(move(self.inputs), move(self.targets), self.indices, self.carry, self.first)
 
 
 NO_TAG = -100  # the tag at padding positions: cross-entropy's ignore_index

@@ -11,6 +11,7 @@ what a new problem shape must provide.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +21,23 @@ import torch
 from torch import nn
 
 from s2s.config import Recipe
-from s2s.errors import RunError
+from s2s.errors import UsageError
 
 
 class Examples(Protocol):
     """One prepared split: what the trainer batches."""
 
     def __len__(self) -> int: ...
-    def lengths(self) -> list[int]: ...  # what batching buckets by
+    def lengths(self) -> list[int]: ...  # each example's length
+    # the batches of an epoch (shuffled by ``rng`` in training; None: in a fixed order); most splits bucket by
+    # length (s2s.data.batching.ByLength), streams read their segments in order
+    def batches(self, batch_size: int, by_tokens: bool, rng: random.Random | None) -> list[list[int]]: ...
     def batch(self, indices: list[int]): ...  # → a batch with .to(device), .n_tokens and .n_predictions
     def iterate(self, batches: list[list[int]]) -> Iterator: ...  # the batches, made in order (maybe in workers)
+    # what reading the split remembers from one batch to the next (a stream's carried state), for the trainer
+    # state, so that a resumed run reads on exactly; most splits remember nothing
+    def state(self) -> dict: ...
+    def restore(self, state: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,13 +75,32 @@ class Pipeline(Protocol):
     def build_model(self, assets) -> nn.Module: ...
     def predictor(self, model: nn.Module, assets, device: torch.device, dtype=None): ...
     def predict(self, predictor, valid: Examples, count: int | None, beam_size: int | None) -> Sequence: ...
-    def score(self, predictor, valid: Examples) -> dict: ...  # validation scores (keep_best_by picks one)
+    # validation scores (keep_best_by picks one), given the mean validation loss the trainer has just computed
+    def score(self, predictor, valid: Examples, loss: float) -> dict: ...
     def evaluate(self, predictor, source: EvalSource, options: dict, out: Path) -> Evaluation: ...
+
+
+@torch.inference_mode()
+def validation_loss(model: nn.Module, examples: Examples, batch_size: int, device, dtype) -> float:
+    """Mean cross-entropy per prediction (target token, or text), without label smoothing: what perplexity reads.
+    The trainer validates with it; a pipeline may score with it."""
+    from s2s.models import autocast
+
+    model.eval()
+    total, count = 0.0, 0
+    for batch in examples.iterate(examples.batches(batch_size, by_tokens=False, rng=None)):
+        batch = batch.to(device)
+        with autocast(device, dtype):
+            loss = model(batch)
+        total += float(loss) * batch.n_predictions
+        count += batch.n_predictions
+    return total / max(1, count)
 
 
 def pipeline_for(recipe: Recipe) -> Pipeline:
     from s2s.pipelines.captioning import CaptioningPipeline
     from s2s.pipelines.classification import ClassificationPipeline
+    from s2s.pipelines.language_model import LanguageModelPipeline
     from s2s.pipelines.tagging import TaggingPipeline
     from s2s.pipelines.translation import TranslationPipeline
 
@@ -82,6 +109,7 @@ def pipeline_for(recipe: Recipe) -> Pipeline:
         "classification": ClassificationPipeline,
         "captioning": CaptioningPipeline,
         "tagging": TaggingPipeline,
+        "language_model": LanguageModelPipeline,
     }
     return pipelines[recipe.task](recipe)
 
@@ -104,7 +132,3 @@ def check_evaluation(pipeline: Pipeline, task: str, split: str | None, files: di
 
 def files_wanted(pipeline: Pipeline) -> str:
     return " with ".join(f"--{name}" for name in pipeline.EVAL_FILES)
-
-
-class UsageError(RunError):
-    """A command option that does not fit the run it is given (exit code 2, like any usage error)."""

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from s2s.config import CaptioningRecipe
-from s2s.data.batching import ImageBatch, collate_images
+from s2s.data.batching import ByLength, ImageBatch, collate_images
 from s2s.data.images import (
     BadImage,
     ImageCaptions,
@@ -35,7 +35,7 @@ from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 
 @dataclass
-class CaptionedImages(Dataset):
+class CaptionedImages(Dataset, ByLength):
     """One example per (image, caption) pair; images are read and transformed when a batch asks for them."""
 
     images: list[ImageSource]
@@ -186,7 +186,7 @@ class CaptioningPipeline:
             return captioner.caption_inputs(list(valid.features[:count].float()), beam_size=beam_size)
         return captioner.caption([open_image(source) for source in valid.images[:count]], beam_size=beam_size)
 
-    def score(self, captioner: ImageCaptioner, valid: CaptionedImages) -> dict:
+    def score(self, captioner: ImageCaptioner, valid: CaptionedImages, loss: float) -> dict:
         """BLEU-1…4 of the (first ``eval.valid_images``) valid pictures' captions against all references."""
         config = self.recipe.eval
         captions = self.predict(captioner, valid, config.valid_images, config.valid_beam_size)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import ClassificationRecipe
-from s2s.data.batching import LabelBatch, collate_labelled
+from s2s.data.batching import ByLength, LabelBatch, collate_labelled
 from s2s.data.labelled import LabelledTexts, load_labelled, read_column_file
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
@@ -34,7 +34,7 @@ class TextLabels:
 
 
 @dataclass
-class LabelledIds:
+class LabelledIds(ByLength):
     ids: list[list[int]]
     labels: list[int]
 
@@ -133,7 +133,7 @@ class ClassificationPipeline:
         """The predicted label id of each text (``beam_size`` does not apply)."""
         return classifier.probabilities(valid.ids[:count]).argmax(-1).tolist()
 
-    def score(self, classifier: TextClassifier, valid: LabelledIds) -> dict:
+    def score(self, classifier: TextClassifier, valid: LabelledIds, loss: float) -> dict:
         return classification_scores(valid.labels, self.predict(classifier, valid, None), classifier.labels)
 
     def evaluate(self, classifier: TextClassifier, source: EvalSource, options: dict, out: Path) -> Evaluation:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import TaggingRecipe
-from s2s.data.batching import TagBatch, collate_tagged
+from s2s.data.batching import ByLength, TagBatch, collate_tagged
 from s2s.data.tagged import TaggedSentences, conllu_lines, load_tagged, read_conllu, read_word_tag_tsv
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write, write_text
@@ -82,7 +82,7 @@ class Vocabulary:
 
 
 @dataclass
-class TaggedIds:
+class TaggedIds(ByLength):
     """One prepared split: word ids, character ids and tag ids of each sentence."""
 
     words: list[list[int]]
@@ -156,7 +156,7 @@ class TaggingPipeline:
         probabilities = tagger.probabilities(valid.words[:count], valid.chars[:count])
         return [p.argmax(-1).tolist() for p in probabilities]
 
-    def score(self, tagger: WordTagger, valid: TaggedIds) -> dict:
+    def score(self, tagger: WordTagger, valid: TaggedIds, loss: float) -> dict:
         scores = self.scores(valid, self.predict(tagger, valid, None), tagger.tags)
         return {k: scores[k] for k in ("accuracy", "oov_accuracy", "macro_f1")}
 

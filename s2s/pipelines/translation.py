@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import TranslationRecipe
-from s2s.data.batching import Batch, collate
+from s2s.data.batching import Batch, ByLength, collate
 from s2s.data.corpus import load_split, read_text_pair
 from s2s.errors import DataError
 from s2s.files import write_text
@@ -22,7 +22,7 @@ from s2s.tokenizer import TokenizerPair, train_tokenizers
 
 
 @dataclass
-class Corpus:
+class Corpus(ByLength):
     """Token ids of one split, and its raw text (validation scores detokenised output against raw text)."""
 
     src: list[list[int]]
@@ -102,7 +102,7 @@ class TranslationPipeline:
     def predict(self, translator: Translator, valid: Corpus, count: int | None, beam_size: int | None):
         return translator.translate(valid.src_text[:count], beam_size=beam_size)
 
-    def score(self, translator: Translator, valid: Corpus) -> dict:
+    def score(self, translator: Translator, valid: Corpus, loss: float) -> dict:
         """BLEU, chrF and exact match of (the first ``eval.valid_sentences`` of) the valid split."""
         config = self.recipe.eval
         translations = self.predict(translator, valid, config.valid_sentences, config.valid_beam_size)

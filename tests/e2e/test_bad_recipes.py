@@ -95,7 +95,7 @@ ROWS = {
     "bad task": (
         TRANSLATION,
         {"task": "summarise"},
-        "task: 'summarise' is not one of: translation, classification, captioning, tagging",
+        "task: 'summarise' is not one of: translation, classification, captioning, tagging, language_model",
     ),
     "bad format": (
         TRANSLATION,

@@ -1,4 +1,5 @@
-"""SentencePiece models are trained from the training split, keep fixed special ids and round-trip text."""
+"""Tokenizers (SentencePiece models and character vocabularies) are trained from the training split, keep fixed
+special ids and round-trip text."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from s2s.tokenizer import BOS, EOS, PAD, UNK, TokenizerPair, strip_special, trai
 PAIRS = dates_corpus({"train": 800}, seed=2)["train"]
 
 
-@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+@pytest.mark.parametrize("kind", ["unigram", "bpe", "char"])
 @pytest.mark.parametrize("joint", [True, False])
 def test_tokenizers_round_trip_text_and_reload_from_the_run(tmp_path, kind, joint):
     pair = train_tokenizers(TokenizerConfig(type=kind, vocab_size=100, joint=joint), PAIRS, tmp_path / "tok")
