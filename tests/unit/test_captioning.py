@@ -18,7 +18,7 @@ from s2s.metrics import caption_scores
 from s2s.models import Seq2Seq, build_captioner
 from s2s.modules.decoders import RNNDecoder
 from s2s.pipelines.captioning import readable
-from s2s.search import beam_search, greedy_search
+from s2s.search import Sampling, beam_search, greedy_search, search
 from tests.helpers import Messages
 
 
@@ -167,6 +167,16 @@ def test_beam_search_gives_each_image_the_same_caption_in_a_batch_as_alone_and_b
     greedy = greedy_search(model, model.encode(images), limit)
     beam_1 = beam_search(model, model.encode(images), limit, beam_size=1)
     assert [h.tokens for h in greedy] == [b[0].tokens for b in beam_1]
+
+
+def test_sampling_draws_several_captions_per_image_repeatably():
+    model = tiny_captioner()
+    images, limit = torch.randn(2, 3, 32, 32), torch.full((2,), 8)
+    draw = lambda seed: search(model, model.encode(images), limit, 1, 0.0, 3, sampling=Sampling(seed=seed))  # noqa: E731
+    first = draw(5)
+    assert [len(captions) for captions in first] == [3, 3]
+    assert [[h.tokens for h in c] for c in draw(5)] == [[h.tokens for h in c] for c in first]
+    assert len({tuple(h.tokens) for c in first for h in c}) > 1
 
 
 def test_a_torchvision_backbone_without_torchvision_names_the_extra_to_install(monkeypatch):
