@@ -120,9 +120,10 @@ class LanguageModelPipeline:
 
     def examples(self, tokenizer: Tokenizer, splits, events):
         train, valid = splits
-        unknown = tokenizer.unknown(valid)
-        if unknown:
-            events.message(f"valid: {sum(unknown.values()):,} characters unseen in training ({describe(unknown)})")
+        for name, texts in (("train", train), ("valid", valid)):  # train: what the vocabulary's limits left out
+            unknown = tokenizer.unknown(texts)
+            if unknown:
+                events.message(f"{name}: {sum(unknown.values()):,} characters read as unknown ({describe(unknown)})")
         if self.streamed:
             train_ids = tokenizer.encode(train)[0]
             events.message(

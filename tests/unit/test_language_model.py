@@ -301,3 +301,25 @@ def test_a_run_stopped_in_the_middle_of_an_epoch_resumes_with_its_streams_state(
     whole_losses, resumed = losses(tmp_path / "whole"), losses(tmp_path / "resumed")
     assert resumed.keys() == {*whole_losses, 6}  # and the validation that ended the first part
     assert {step: resumed[step] for step in whole_losses} == pytest.approx(whole_losses, abs=1e-5)
+
+
+def test_training_says_how_many_characters_fell_outside_the_vocabulary(tmp_path):
+    from s2s.pipelines import pipeline_for
+
+    class Told:
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+    tree = toy_language_model_recipe(tmp_path)
+    tree["tokenizer"] = {"type": "char", "vocab_size": 20}  # 16 characters: the rarest of the play's are left out
+    pipeline = pipeline_for(load_recipe(write_recipe(tmp_path / "r.yaml", tree)))
+    told = Told()
+    splits = pipeline.read_splits(told)
+    (tmp_path / "run").mkdir()
+    tokenizer = pipeline.prepare_assets(tmp_path / "run", splits, told)
+    pipeline.examples(tokenizer, splits, told)
+    left_out = tokenizer.unknown(splits[0])
+    assert left_out and told.lines[0].startswith(f"train: {sum(left_out.values()):,} characters read as unknown (")
