@@ -368,6 +368,28 @@ def generate(
 
 @app.command()
 @user_errors
+def serve(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories of trained models (translation, classification, tagging).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Texts per batch, gathered across requests.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 10.0,
+    max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text.")] = 2000,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds to answer a request before a 504.")] = 30.0,
+) -> None:
+    """Serve trained runs over HTTP: one endpoint per task (POST /translate, /classify, /tag), GET /models,
+    /health/live and /health/ready, the OpenAPI description at /docs. Concurrent requests to a model are batched."""
+    from s2s.serve.server import serve_runs
+
+    limits = {"max_batch": max_batch, "max_wait": max_wait_ms / 1000, "max_texts": max_texts, "max_chars": max_chars}
+    serve_runs(runs, host, port, {**limits, "timeout": timeout})
+
+
+@app.command()
+@user_errors
 def average(
     run: Annotated[Path, typer.Argument(help="Run directory of a trained model.")],
     last: Annotated[int, typer.Option(min=1, help="Average the newest N step checkpoints of the run.")] = 5,

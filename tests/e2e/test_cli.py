@@ -68,7 +68,7 @@ def split_pairs(run) -> list[tuple[str, str]]:
 
 
 def test_the_app_has_its_commands():
-    assert COMMANDS == ["average", "caption", "classify", "evaluate", "generate", "tag", "train", "translate"]
+    assert COMMANDS == ["average", "caption", "classify", "evaluate", "generate", "serve", "tag", "train", "translate"]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=str)

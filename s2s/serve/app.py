@@ -1,0 +1,187 @@
+"""The HTTP application of ``s2s serve``: FastAPI on Starlette, served by uvicorn.
+
+Every loaded run answers at the endpoint of its kind (``/translate``, ``/classify``, ``/tag``), through a batcher of
+its own (``s2s.serve.batcher``), so that concurrent requests share batched searches. ``GET /models`` lists the loaded
+runs; ``GET /health/live`` answers as soon as the server runs, ``GET /health/ready`` only once every run has loaded
+and answered a warm-up request (503 before). Every refusal is an HTTP error status with one JSON line,
+``{"error": "FIELD: what is wrong"}``: 404 for an unknown model, 413 for a request over a limit, 422 for a
+request that does not validate, 503 while loading, 504 when answering takes longer than the request timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from s2s.serve.batcher import Batcher
+from s2s.serve.tasks import ENDPOINTS, Endpoint, TextsRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int = 32  # items (texts) per batch
+    max_wait: float = 0.01  # seconds a batch stays open for more requests
+    max_texts: int = 64  # texts per request
+    max_chars: int = 2000  # characters per text
+    max_body: int = 1_000_000  # bytes per request body
+    timeout: float = 30.0  # seconds to answer a request
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Served:
+    name: str
+    task: str
+    recipe: str
+    parameters: int
+    predictor: object
+    batchers: dict[tuple, Batcher] = field(default_factory=dict)  # one per set of options that can share a batch
+
+
+def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
+    """An app that loads ``runs`` (run directory → its task) once, in the background, and answers at the endpoints
+    of their tasks (``load``: a run directory → a ``s2s.runs.Run``)."""
+    from s2s.runs import load_run
+
+    load = load or (lambda path: load_run(path, task=None))
+    models: dict[str, Served] = {}
+    status = {"ready": False, "failed": None}
+
+    async def load_all() -> None:
+        try:
+            for path in runs:
+                run = await asyncio.to_thread(load, path)
+                models[path.name] = Served(path.name, run.recipe.task, run.recipe.name, count(run), run.predictor)
+            for served in models.values():
+                await answer(served, ENDPOINTS[served.task].request(texts=["warm up"]))
+            status["ready"] = True
+        except Exception as error:  # noqa: BLE001 — the server stays up and says why it is not ready
+            status["failed"] = f"{type(error).__name__}: {error}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(load_all())
+        yield
+        loading.cancel()
+        for served in models.values():
+            for batcher in served.batchers.values():
+                await batcher.stop()
+
+    app = FastAPI(title="s2s", summary="Trained s2s runs over HTTP", lifespan=lifespan)
+
+    async def answer(served: Served, request: TextsRequest) -> list:
+        endpoint = ENDPOINTS[served.task]
+        options = endpoint.options(request)
+        batcher = served.batchers.get(options)
+        if batcher is None:
+            run = lambda texts: endpoint.answer(served.predictor, texts, options)  # noqa: E731
+            batcher = served.batchers[options] = Batcher(run, limits.max_batch, limits.max_wait)
+            batcher.start()
+        return await batcher.submit(request.texts)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, error: Refused) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":  # its location is a character position, not a field
+            return JSONResponse({"error": f"body: not valid JSON ({first['msg']})"}, status_code=422)
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=422)
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body:
+            message = f"body: {int(length):,} bytes, more than the limit of {limits.max_body:,}"
+            return JSONResponse({"error": message}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health/live")
+    async def live() -> dict:
+        return {"status": "live"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        if status["ready"]:
+            return JSONResponse({"status": "ready", "models": list(models)})
+        why = f"failed to load: {status['failed']}" if status["failed"] else "loading"
+        return JSONResponse({"error": f"not ready: {why}"}, status_code=503)
+
+    @app.get("/models")
+    async def listed() -> dict:
+        return {
+            "models": [
+                {"name": s.name, "task": s.task, "recipe": s.recipe, "parameters": s.parameters}
+                for s in models.values()
+            ]
+        }
+
+    for task in dict.fromkeys(runs.values()):
+        add_route(app, task, ENDPOINTS[task], models, status, limits, answer)
+    return app
+
+
+def add_route(app: FastAPI, task: str, endpoint: Endpoint, models, status, limits: Limits, answer) -> None:
+    async def route(request) -> dict:
+        if not status["ready"]:
+            raise Refused(503, "model: not ready yet (see /health/ready)")
+        served = pick(models, task, request.model)
+        check(request.texts, limits)
+        try:
+            results = await asyncio.wait_for(answer(served, request), limits.timeout)
+        except asyncio.TimeoutError:  # noqa: UP041 — the builtin only from Python 3.11
+            raise Refused(504, f"texts: not answered within the timeout of {limits.timeout:g} s") from None
+        return {"model": served.name, "results": results}
+
+    route.__annotations__ = {"request": endpoint.request, "return": dict}  # the schema FastAPI validates against
+    app.add_api_route(endpoint.path, route, methods=["POST"], name=task)
+
+
+def pick(models: dict[str, Served], task: str, name: str | None) -> Served:
+    """The model a request names, or the first loaded model of the endpoint's task."""
+    of_task = [served for served in models.values() if served.task == task]
+    if name is None:
+        if not of_task:
+            raise Refused(404, f"model: no {task} model is loaded")
+        return of_task[0]
+    served = models.get(name)
+    if served is None or served.task != task:
+        names = ", ".join(s.name for s in of_task) or "none"
+        raise Refused(404, f"model: no {task} model named {name!r} (loaded: {names})")
+    return served
+
+
+def check(texts: list[str], limits: Limits) -> None:
+    if len(texts) > limits.max_texts:
+        raise Refused(413, f"texts: {len(texts):,} texts, more than the limit of {limits.max_texts:,} per request")
+    for number, text in enumerate(texts):
+        if len(text) > limits.max_chars:
+            raise Refused(
+                413, f"texts[{number}]: {len(text):,} characters, more than the limit of {limits.max_chars:,}"
+            )
+        if not text.strip():
+            raise Refused(422, f"texts[{number}]: empty")
+
+
+def describe(served: Served) -> dict:
+    return {"name": served.name, "task": served.task, "recipe": served.recipe, "parameters": served.parameters}
+
+
+def count(run) -> int:
+    from s2s.models import count_parameters
+
+    return count_parameters(run.predictor.model)

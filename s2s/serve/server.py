@@ -1,0 +1,53 @@
+"""``s2s serve``: the runs checked before anything starts (a bad one is a one-line error), then uvicorn, which
+stops on SIGTERM or Ctrl-C by refusing new connections and finishing the requests in flight."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+from s2s.errors import RunError
+from s2s.serve.tasks import ENDPOINTS
+
+
+def serve_runs(runs: list[Path], host: str, port: int, limits: dict) -> None:
+    import uvicorn
+
+    from s2s.config import load_recipe
+    from s2s.runs import require_run
+    from s2s.serve.app import Limits, create_app
+
+    tasks = {}
+    for path in runs:
+        task = load_recipe(require_run(path) / "recipe.yaml", check_files=False).task
+        if task not in ENDPOINTS:
+            raise RunError(f"{path}: a {task} run; s2s serve answers {', '.join(ENDPOINTS)} runs so far")
+        if path.name in {p.name for p in tasks}:
+            raise RunError(f"{path}: two runs named {path.name!r}; requests name models by their folder's name")
+        tasks[path] = task
+    app = create_app(tasks, Limits(**limits))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    server_class(uvicorn)(config).run()
+
+
+def server_class(uvicorn):
+    class Server(uvicorn.Server):
+        """uvicorn's server, less one thing: after a graceful stop on SIGTERM or Ctrl-C uvicorn raises the signal
+        again, so the process would end as killed by it (exit 143 or 130); a stop that answered every request in
+        flight is a normal end, exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
