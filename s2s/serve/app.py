@@ -11,8 +11,9 @@ request that does not validate, 503 while loading, 504 when answering takes long
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -46,7 +47,7 @@ class Served:
     recipe: str
     parameters: int
     predictor: object
-    batchers: dict[tuple, Batcher] = field(default_factory=dict)  # one per set of options that can share a batch
+    batcher: Batcher | None = None
 
 
 def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
@@ -75,20 +76,19 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
         yield
         loading.cancel()
         for served in models.values():
-            for batcher in served.batchers.values():
-                await batcher.stop()
+            if served.batcher is not None:
+                await served.batcher.stop()
 
     app = FastAPI(title="s2s", summary="Trained s2s runs over HTTP", lifespan=lifespan)
 
     async def answer(served: Served, request: TextsRequest) -> list:
         endpoint = ENDPOINTS[served.task]
+        if served.batcher is None:
+            run = functools.partial(answer_items, endpoint, served.predictor)
+            served.batcher = Batcher(run, limits.max_batch, limits.max_wait)
+            served.batcher.start()
         options = endpoint.options(request)
-        batcher = served.batchers.get(options)
-        if batcher is None:
-            run = lambda texts: endpoint.answer(served.predictor, texts, options)  # noqa: E731
-            batcher = served.batchers[options] = Batcher(run, limits.max_batch, limits.max_wait)
-            batcher.start()
-        return await batcher.submit(request.texts)
+        return await served.batcher.submit([(text, options) for text in request.texts])
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> JSONResponse:
@@ -175,6 +175,20 @@ def check(texts: list[str], limits: Limits) -> None:
             )
         if not text.strip():
             raise Refused(422, f"texts[{number}]: empty")
+
+
+def answer_items(endpoint: Endpoint, predictor, items: list[tuple[str, tuple]]) -> list:
+    """The batch function of one model: (text, options) items from any number of requests → one result each; the
+    texts that share options (beam, n-best, …) are answered together, in one call."""
+    results: list = [None] * len(items)
+    by_options: dict[tuple, list[int]] = {}
+    for position, (_, options) in enumerate(items):
+        by_options.setdefault(options, []).append(position)
+    for options, positions in by_options.items():
+        answers = endpoint.answer(predictor, [items[i][0] for i in positions], options)
+        for position, found in zip(positions, answers, strict=True):
+            results[position] = found
+    return results
 
 
 def describe(served: Served) -> dict:

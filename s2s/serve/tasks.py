@@ -41,7 +41,7 @@ class TagRequest(TextsRequest):
 class Endpoint:
     path: str
     request: type[TextsRequest]
-    options: Callable[[TextsRequest], tuple]  # what must be equal for two requests to share a batch
+    options: Callable[[TextsRequest], tuple]  # what must be equal for texts to be answered in one call
     answer: Callable[[object, list[str], tuple], list]  # predictor, texts, options → one JSON value per text
 
 

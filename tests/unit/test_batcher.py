@@ -103,3 +103,19 @@ def test_a_request_whose_caller_gave_up_is_not_run():
 def test_impossible_bounds_are_refused():
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         Batcher(Model(), max_batch=0, max_wait=0.01)
+
+
+def test_a_models_batch_answers_the_texts_that_share_options_in_one_call_and_keeps_their_order():
+    from s2s.serve.app import answer_items
+    from s2s.serve.tasks import Endpoint, TextsRequest
+
+    calls = []
+
+    def answer(predictor, texts, options):
+        calls.append((texts, options))
+        return [f"{text}@{options[0]}" for text in texts]
+
+    endpoint = Endpoint("/echo", TextsRequest, lambda request: (), answer)
+    items = [("a", (1,)), ("b", (5,)), ("c", (1,))]
+    assert answer_items(endpoint, None, items) == ["a@1", "b@5", "c@1"]
+    assert calls == [(["a", "c"], (1,)), (["b"], (5,))]
