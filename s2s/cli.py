@@ -126,7 +126,7 @@ Temperature = Annotated[
 TopK = Annotated[int | None, typer.Option(min=1, help="Sample from the K most likely tokens only.")]
 TopP = Annotated[
     float | None,
-    typer.Option(callback=probability_mass, help="Sample from the most likely tokens holding this probability."),
+    typer.Option(callback=probability_mass, help="Sample from the most likely tokens that hold this share, in (0, 1]."),
 ]
 Seed = Annotated[int | None, typer.Option(help="Seed of the draws: the same seed gives the same output.")]
 
