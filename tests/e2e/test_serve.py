@@ -214,3 +214,32 @@ def test_the_server_is_live_at_once_and_ready_only_once_every_model_has_loaded_a
         loaded.set()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_the_load_test_measures_both_settings_and_stops_by_itself(trained_run):
+    done = subprocess.run(
+        [sys.executable, "tools/loadtest.py", str(trained_run), "--clients", "4", "--seconds", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for setting in ("batched", "unbatched"):
+        row = result[setting]
+        assert row["errors"] == 0 and row["answered"] > 0
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert result["ratio"] > 0 and result["clients"] == 4
+
+
+def test_the_load_test_refuses_unbounded_settings(trained_run):
+    done = subprocess.run(
+        [sys.executable, "tools/loadtest.py", str(trained_run), "--clients", "1000"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 2 and "--clients: 1000 is not between 1 and 256" in done.stderr
