@@ -90,6 +90,16 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
         options = endpoint.options(request)
         return await served.batcher.submit([(text, options) for text in request.texts])
 
+    install_errors(app, limits)
+    add_status_routes(app, models, status)
+    for task in dict.fromkeys(runs.values()):
+        add_route(app, task, ENDPOINTS[task], models, status, limits, answer)
+    return app
+
+
+def install_errors(app: FastAPI, limits: Limits) -> None:
+    """Every refusal as an HTTP status and one JSON line naming the field; bodies over the limit refused unread."""
+
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -110,6 +120,10 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
             return JSONResponse({"error": message}, status_code=413)
         return await call_next(request)
 
+
+def add_status_routes(app: FastAPI, models: dict[str, Served], status: dict) -> None:
+    """Liveness, readiness and the list of loaded models."""
+
     @app.get("/health/live")
     async def live() -> dict:
         return {"status": "live"}
@@ -123,16 +137,7 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
 
     @app.get("/models")
     async def listed() -> dict:
-        return {
-            "models": [
-                {"name": s.name, "task": s.task, "recipe": s.recipe, "parameters": s.parameters}
-                for s in models.values()
-            ]
-        }
-
-    for task in dict.fromkeys(runs.values()):
-        add_route(app, task, ENDPOINTS[task], models, status, limits, answer)
-    return app
+        return {"models": [describe(served) for served in models.values()]}
 
 
 def add_route(app: FastAPI, task: str, endpoint: Endpoint, models, status, limits: Limits, answer) -> None:
