@@ -48,7 +48,7 @@ class Translator:
         sampling: Sampling | None = None,
     ) -> list[list[Translation]]:
         """The ``nbest`` translations of each sentence, in input order (with ``sampling``: ``nbest`` samples)."""
-        beam_size = beam_size or self.config.beam_size
+        beam_size = beam_size or max(self.config.beam_size, nbest)  # the recipe's, widened to the n-best
         alpha = self.config.length_penalty if alpha is None else alpha
         self.model.eval()  # the trainer shares this model and may have left it in training mode
         ids = self.tokenizers.src.encode(sentences)

@@ -77,8 +77,15 @@ class Streams:
 class Documents(ByLength):
     """Documents read one per row, each from BOS to EOS."""
 
-    def __init__(self, ids: list[list[int]], n_chars: int):
-        self.ids, self.n_chars = ids, n_chars
+    def __init__(self, ids: list[list[int]], chars: list[int]):
+        self.ids, self.chars = ids, chars  # chars: each document's characters scored (its end included)
+
+    @property
+    def n_chars(self) -> int:
+        return sum(self.chars)
+
+    def subset(self, rows: list[int]) -> Documents:
+        return Documents([self.ids[i] for i in rows], [self.chars[i] for i in rows])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -125,19 +132,20 @@ class LanguageModelPipeline:
             if unknown:
                 events.message(f"{name}: {sum(unknown.values()):,} characters read as unknown ({describe(unknown)})")
         if self.streamed:
-            train_ids = tokenizer.encode(train)[0]
+            streams = self.streams(tokenizer, train[0], self.recipe.train.batch_size)
             events.message(
-                f"{len(train_ids):,} training tokens ({tokenizer.vocab_size} ids) in {self.recipe.train.batch_size} "
-                f"streams, segments of {self.recipe.train.bptt}"
+                f"{streams.targets.numel():,} training tokens ({tokenizer.vocab_size} ids) in {streams.streams} "
+                f"streams, segments of {streams.bptt}"
             )
-            return self.streams(tokenizer, train[0], self.recipe.train.batch_size), self.streams(tokenizer, valid[0], 1)
+            return streams, self.streams(tokenizer, valid[0], 1)
         limit = self.recipe.data.max_length
-        ids = tokenizer.encode(train)
-        kept = [i for i, doc in enumerate(ids) if len(doc) + 1 <= limit]
+        documents = self.documents(tokenizer, train)
+        kept = [i for i, length in enumerate(documents.lengths()) if length <= limit]
         events.message(
-            f"{len(kept):,} training documents; {len(ids) - len(kept):,} over data.max_length = {limit} tokens dropped"
+            f"{len(kept):,} training documents; {len(documents) - len(kept):,} over data.max_length = {limit} "
+            "tokens dropped"
         )
-        return self.documents(tokenizer, [train[i] for i in kept]), self.documents(tokenizer, valid)
+        return documents.subset(kept), self.documents(tokenizer, valid)
 
     def streams(self, tokenizer: Tokenizer, text: str, count: int) -> Streams:
         return Streams(tokenizer.encode([text])[0], count, self.recipe.train.bptt, len(text))
@@ -145,7 +153,7 @@ class LanguageModelPipeline:
     @staticmethod
     def documents(tokenizer: Tokenizer, texts: list[str]) -> Documents:
         """Each document and its end: the characters scored are the document's and one for its end."""
-        return Documents(tokenizer.encode(texts), sum(len(text) + 1 for text in texts))
+        return Documents(tokenizer.encode(texts), [len(text) + 1 for text in texts])
 
     def build_model(self, tokenizer: Tokenizer) -> LanguageModel:
         return LanguageModel(tokenizer.vocab_size, self.recipe.model)

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from s2s.runs import Run, load_run
 from s2s.serve.batcher import Batcher
 from s2s.serve.tasks import ENDPOINTS, Endpoint, TextsRequest
 
@@ -42,19 +43,23 @@ class Refused(Exception):
 
 @dataclass
 class Served:
-    name: str
-    task: str
-    recipe: str
-    parameters: int
-    predictor: object
+    """A loaded run, named by its folder, and the batcher of its requests (made with its first request)."""
+
+    run: Run
     batcher: Batcher | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name
+
+    @property
+    def task(self) -> str:
+        return self.run.recipe.task
 
 
 def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
     """An app that loads ``runs`` (run directory → its task) once, in the background, and answers at the endpoints
     of their tasks (``load``: a run directory → a ``s2s.runs.Run``)."""
-    from s2s.runs import load_run
-
     load = load or (lambda path: load_run(path, task=None))
     models: dict[str, Served] = {}
     status = {"ready": False, "failed": None}
@@ -63,7 +68,7 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
         try:
             for path in runs:
                 run = await asyncio.to_thread(load, path)
-                models[path.name] = Served(path.name, run.recipe.task, run.recipe.name, count(run), run.predictor)
+                models[path.name] = Served(run)
             for served in models.values():
                 await answer(served, ENDPOINTS[served.task].request(texts=["warm up"]))
             status["ready"] = True
@@ -84,7 +89,7 @@ def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
     async def answer(served: Served, request: TextsRequest) -> list:
         endpoint = ENDPOINTS[served.task]
         if served.batcher is None:
-            run = functools.partial(answer_items, endpoint, served.predictor)
+            run = functools.partial(answer_items, endpoint, served.run.predictor)
             served.batcher = Batcher(run, limits.max_batch, limits.max_wait)
             served.batcher.start()
         options = endpoint.options(request)
@@ -197,10 +202,12 @@ def answer_items(endpoint: Endpoint, predictor, items: list[tuple[str, tuple]]) 
 
 
 def describe(served: Served) -> dict:
-    return {"name": served.name, "task": served.task, "recipe": served.recipe, "parameters": served.parameters}
-
-
-def count(run) -> int:
     from s2s.models import count_parameters
 
-    return count_parameters(run.predictor.model)
+    run = served.run
+    return {
+        "name": served.name,
+        "task": served.task,
+        "recipe": run.recipe.name,
+        "parameters": count_parameters(run.predictor.model),
+    }

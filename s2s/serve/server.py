@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 from pathlib import Path
 
-from s2s.errors import RunError
+from s2s.errors import RunError, UsageError
 from s2s.serve.tasks import ENDPOINTS
 
 
@@ -27,9 +28,20 @@ def serve_runs(runs: list[Path], host: str, port: int, limits: dict) -> None:
         if path.name in {p.name for p in tasks}:
             raise RunError(f"{path}: two runs named {path.name!r}; requests name models by their folder's name")
         tasks[path] = task
+    check_port(host, port)
     app = create_app(tasks, Limits(**limits))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     server_class(uvicorn)(config).run()
+
+
+def check_port(host: str, port: int) -> None:
+    """The address can be listened on (checked before any model loads, so that a busy port is one clear line)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(f"--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def server_class(uvicorn):

@@ -47,7 +47,6 @@ class Endpoint:
 
 def translations(translator, texts: list[str], options: tuple) -> list:
     beam, nbest, alpha = options
-    beam = beam or max(translator.config.beam_size, nbest)  # as s2s translate: the recipe's, widened to the n-best
     found = translator.translate(texts, beam_size=beam, nbest=nbest, alpha=alpha)
     return [[{"text": t.text, "score": round(t.hypothesis.normalized, 4)} for t in options_] for options_ in found]
 

@@ -243,3 +243,19 @@ def test_the_load_test_refuses_unbounded_settings(trained_run):
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 2 and "--clients: 1000 is not between 1 and 256" in done.stderr
+
+
+def test_a_busy_port_is_one_line_before_anything_loads(trained_run):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "s2s", "serve", str(trained_run), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"s2s: error: --port: cannot listen on 127.0.0.1:{port}: Address already in use\n"

@@ -63,7 +63,7 @@ def test_streams_are_contiguous_rows_whose_inputs_are_the_previous_tokens():
 
 
 def test_documents_are_read_from_bos_to_eos():
-    batch = Documents([[5, 6], [7]], n_chars=5).batch([0, 1])
+    batch = Documents([[5, 6], [7]], chars=[3, 2]).batch([0, 1])
     assert batch.inputs.tolist() == [[BOS, 5, 6], [BOS, 7, PAD]]
     assert batch.targets.tolist() == [[5, 6, EOS], [7, EOS, PAD]]
     assert batch.carry is None and batch.n_predictions == 5
