@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from s2s.errors import S2SError
+from s2s.errors import S2SError, UsageError
 
 
 class Checkpoint(str, enum.Enum):
@@ -240,6 +240,8 @@ def translate(
     sampling = sampling_options(sample, temperature, top_k, top_p, seed)
     loaded = open_run(model, checkpoint, "translate")
     translator = loaded.predictor
+    if show_attention and not translator.has_attention:  # refused before any input is read
+        raise UsageError("--show-attention: this model has no attention (its model.decoder.attention is none)")
     searching = search_options(loaded.recipe.eval.beam_size, beam, nbest, alpha, sampling)
     options = {**searching, "attention": show_attention}
     if input_ is not None or output is not None:
@@ -369,23 +371,37 @@ def generate(
 @app.command()
 @user_errors
 def serve(
-    runs: Annotated[
-        list[Path], typer.Argument(help="Run directories of trained models (translation, classification, tagging).")
-    ],
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of trained models, of any task.")],
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    max_batch: Annotated[int, typer.Option(min=1, help="Texts per batch, gathered across requests.")] = 32,
+    max_batch: Annotated[int, typer.Option(min=1, help="Inputs per batch, gathered across requests.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 10.0,
     max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = 64,
-    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text.")] = 2000,
+    max_chars: Annotated[int, typer.Option(min=1, help="Characters per text (and per prompt).")] = 2000,
+    max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
+    max_image_bytes: Annotated[int, typer.Option(min=1, help="Bytes per image file.")] = 5_000_000,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Pixels (width × height) per image.")] = 25_000_000,
+    max_generate: Annotated[int, typer.Option(min=1, help="Tokens per generated text.")] = 2000,
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds to answer a request before a 504.")] = 30.0,
 ) -> None:
-    """Serve trained runs over HTTP: one endpoint per task (POST /translate, /classify, /tag), GET /models,
-    /health/live and /health/ready, the OpenAPI description at /docs. Concurrent requests to a model are batched."""
+    """Serve trained runs over HTTP: one endpoint per task (POST /translate, /caption, /classify, /tag, /generate),
+    a web page at /, GET /models, /health/live and /health/ready, the OpenAPI description at /docs. Concurrent
+    requests to a model are batched."""
+    from s2s.serve.limits import Limits
     from s2s.serve.server import serve_runs
 
-    limits = {"max_batch": max_batch, "max_wait": max_wait_ms / 1000, "max_texts": max_texts, "max_chars": max_chars}
-    serve_runs(runs, host, port, {**limits, "timeout": timeout})
+    limits = Limits(
+        max_batch=max_batch,
+        max_wait=max_wait_ms / 1000,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_images=max_images,
+        max_image_bytes=max_image_bytes,
+        max_pixels=max_pixels,
+        max_generate=max_generate,
+        timeout=timeout,
+    )
+    serve_runs(runs, host, port, limits)
 
 
 @app.command()

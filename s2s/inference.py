@@ -11,7 +11,7 @@ from s2s.config import CaptionEvalConfig, EvalConfig, LanguageModelEvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled, collate_tagged
 from s2s.data.images import image_tensor
 from s2s.errors import UsageError
-from s2s.models import Classifier, LanguageModel, Seq2Seq, Tagger, autocast
+from s2s.models import Classifier, LanguageModel, Reading, Seq2Seq, Tagger, autocast
 from s2s.search import Hypothesis, Sampling, max_lengths, search
 from s2s.tokenizer import BOS, Tokenizer, TokenizerPair
 
@@ -48,6 +48,8 @@ class Translator:
         sampling: Sampling | None = None,
     ) -> list[list[Translation]]:
         """The ``nbest`` translations of each sentence, in input order (with ``sampling``: ``nbest`` samples)."""
+        if attention and not self.has_attention:
+            raise UsageError("this model has no attention to show (its recipe's model.decoder.attention is none)")
         beam_size = beam_size or max(self.config.beam_size, nbest)  # the recipe's, widened to the n-best
         alpha = self.config.length_penalty if alpha is None else alpha
         self.model.eval()  # the trainer shares this model and may have left it in training mode
@@ -63,6 +65,10 @@ class Translator:
             for i, options in zip(chunk, hyps, strict=True):
                 results[i] = [self.present(ids[i], h) for h in options]
         return results
+
+    @property
+    def has_attention(self) -> bool:
+        return self.model.decoder.attention is not None
 
     def present(self, source_ids: list[int], hyp: Hypothesis) -> Translation:
         tgt = self.tokenizers.tgt
@@ -247,26 +253,56 @@ class TextGenerator:
         self.model = model.to(device)
         self.tokenizer, self.config, self.device, self.autocast_dtype = tokenizer, config, device, autocast_dtype
 
-    def prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str, field: str = "--prompt") -> list[int]:
         """The prompt's token ids. Characters the model never saw in training are refused: it would read them as
         the unknown token, which training never showed it, and go on from a state that means nothing."""
         unknown = self.tokenizer.unknown([prompt])
         if unknown:
             shown = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in unknown)
-            raise UsageError(f"--prompt: characters the model never saw in training: {shown}")
+            raise UsageError(f"{field}: characters the model never saw in training: {shown}")
         return self.tokenizer.encode([prompt])[0] if prompt else []
 
-    @torch.no_grad()  # not inference_mode: see Translator.translate
     def generate(self, prompt: str, max_length: int, sampling: Sampling | None, count: int = 1, emit=None) -> list[str]:
         """``count`` texts of up to ``max_length`` tokens that follow ``prompt`` (the prompt itself not
         repeated); ``sampling`` None is greedy. ``emit(rows, tokens)``: as ``s2s.search.greedy_search``."""
+        return self.generate_each([prompt] * count, [max_length] * count, sampling, emit)
+
+    @torch.no_grad()  # not inference_mode: see Translator.translate
+    def generate_each(
+        self, prompts: list[str], max_lengths: list[int], sampling: Sampling | None, emit=None
+    ) -> list[str]:
+        """One text after each prompt, of up to its ``max_lengths`` tokens, all drawn side by side in one search
+        (row i of ``emit`` is prompt i). Each distinct prompt is read once, on its own: prompts differ in length,
+        and a state read across padding would not be the state after the prompt."""
         self.model.eval()
-        ids = [BOS, *self.prompt_ids(prompt)]
-        prefix = torch.tensor([ids[:-1]], device=self.device)  # read now; the last token is the first step's input
-        rows = torch.zeros(count, dtype=torch.long, device=self.device)
-        start = torch.full((count,), ids[-1], device=self.device)
-        limit = torch.full((count,), max_length + 1)  # and an EOS, forced at the end
+        ids = [[BOS, *self.prompt_ids(prompt)] for prompt in prompts]
+        distinct = list(dict.fromkeys(prompts))
         with autocast(self.device, self.autocast_dtype):
-            memory = self.model.read(prefix).select(rows)
+            readings = {
+                prompt: self.model.read(torch.tensor([ids[prompts.index(prompt)][:-1]], device=self.device))
+                for prompt in distinct  # all of each prompt but its last token, the first step's input
+            }
+            memory = Reading.joined([readings[prompt] for prompt in prompts])
+            start = torch.tensor([row[-1] for row in ids], device=self.device)
+            limit = torch.tensor([length + 1 for length in max_lengths])  # and an EOS, forced at the end
             found = search(self.model, memory, limit, 1, 0.0, 1, sampling=sampling, start=start, emit=emit)
         return [self.tokenizer.decode([options[0].tokens])[0] for options in found]
+
+
+class TextIncrements:
+    """The text that each row's new tokens add, as they come from a search's ``emit``: what decoding all of the
+    row's tokens so far adds to what was given before (a SentencePiece token's text depends on its neighbours, so
+    tokens are not decoded one by one). ``out(row, text)`` is called with each non-empty increment."""
+
+    def __init__(self, tokenizer: Tokenizer, rows: int, out):
+        self.tokenizer, self.out = tokenizer, out
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.given = [""] * rows
+
+    def emit(self, rows: list[int], tokens: list[int]) -> None:
+        for row, token in zip(rows, tokens, strict=True):
+            self.tokens[row].append(token)
+            text = self.tokenizer.decode([self.tokens[row]])[0]
+            if len(text) > len(self.given[row]) and text.startswith(self.given[row]):
+                self.out(row, text[len(self.given[row]) :])
+                self.given[row] = text

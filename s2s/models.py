@@ -34,7 +34,7 @@ from s2s.modules.encoders import RNNEncoder
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
 from s2s.modules.recurrence import reuse_weight_casts
-from s2s.modules.recurrent_stack import Hidden, RecurrentStack, detached, select_rows
+from s2s.modules.recurrent_stack import Hidden, RecurrentStack, detached, join_rows, select_rows
 from s2s.tokenizer import PAD
 
 
@@ -134,6 +134,11 @@ class Reading(NamedTuple):
 
     def select(self, rows: torch.Tensor) -> Reading:
         return Reading(select_rows(self.hidden, rows), self.mask[rows])
+
+    @staticmethod
+    def joined(readings: list[Reading]) -> Reading:
+        """The readings' rows, one after another."""
+        return Reading(join_rows([r.hidden for r in readings]), torch.cat([r.mask for r in readings]))
 
 
 class LanguageModel(nn.Module):

@@ -29,6 +29,7 @@ from s2s.inference import (
     Prediction,
     TextClassifier,
     TextGenerator,
+    TextIncrements,
     Translation,
     Translator,
     WordTag,
@@ -253,8 +254,8 @@ def generated_texts(
     generator.prompt_ids(prompt)  # a prompt the model cannot read is refused before anything is printed
     if count == 1 and not as_json:
         print(prompt, end="", flush=True)
-        streamed = Streamed(generator)
-        generator.generate(prompt, max_length, sampling, 1, emit=streamed.emit)
+        increments = TextIncrements(generator.tokenizer, 1, lambda row, text: print(text, end="", flush=True))
+        generator.generate(prompt, max_length, sampling, 1, emit=increments.emit)
         print(flush=True)
         return
     texts = generator.generate(prompt, max_length, sampling, count)
@@ -263,20 +264,3 @@ def generated_texts(
             print(json.dumps({"prompt": prompt, "text": text, "seed": sampling.seed}, ensure_ascii=False))
         return
     print("\n---\n".join(prompt + text for text in texts))
-
-
-class Streamed:
-    """Prints the text of row 0 as its tokens come: what decoding all tokens so far adds to what was printed
-    (a SentencePiece token's text depends on its neighbours, so tokens are not printed one by one)."""
-
-    def __init__(self, generator: TextGenerator):
-        self.generator, self.tokens, self.shown = generator, [], ""
-
-    def emit(self, rows: list[int], tokens: list[int]) -> None:
-        if not rows or rows[0] != 0:
-            return
-        self.tokens.append(tokens[0])
-        text = self.generator.tokenizer.decode([self.tokens])[0]
-        if text.startswith(self.shown):
-            print(text[len(self.shown) :], end="", flush=True)
-            self.shown = text

@@ -10,7 +10,14 @@ import torch
 from s2s.config import load_recipe
 from s2s.runs import load_run
 from s2s.train import Trainer
-from tests.helpers import TINY, toy_language_model_recipe, toy_sentiment_recipe, toy_tagging_recipe, write_recipe
+from tests.helpers import (
+    SHAPES_RUN,
+    TINY,
+    toy_language_model_recipe,
+    toy_sentiment_recipe,
+    toy_tagging_recipe,
+    write_recipe,
+)
 
 
 @pytest.fixture
@@ -35,6 +42,15 @@ def trained_classifier(tmp_path_factory) -> Path:
     recipe_file = write_recipe(directory / "recipe.yaml", toy_sentiment_recipe(directory))
     torch.manual_seed(0)
     Trainer(load_recipe(recipe_file), directory / "run").run()
+    return directory / "run"
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory) -> Path:
+    """A captioning run of generated shapes pictures, trained in a few seconds."""
+    directory = tmp_path_factory.mktemp("shapes")
+    torch.manual_seed(0)
+    Trainer(load_recipe(write_recipe(directory / "r.yaml", SHAPES_RUN)), directory / "run").run()
     return directory / "run"
 
 

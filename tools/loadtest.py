@@ -153,10 +153,12 @@ def free_port() -> int:
 
 
 def wait_ready(port: int, server: subprocess.Popen, seconds: float = 300) -> None:
+    """Until the server at ``port`` says it is ready (exits with the server's error if it ends first)."""
+    tool = Path(sys.argv[0]).stem
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"loadtest: the server ended: {server.stderr.read().strip()}")
+            raise SystemExit(f"{tool}: the server ended: {server.stderr.read().strip()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as response:
                 if response.status == 200:
@@ -164,7 +166,7 @@ def wait_ready(port: int, server: subprocess.Popen, seconds: float = 300) -> Non
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
-    raise SystemExit("loadtest: the server did not become ready")
+    raise SystemExit(f"{tool}: the server did not become ready")
 
 
 if __name__ == "__main__":

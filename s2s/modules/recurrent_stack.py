@@ -77,5 +77,12 @@ def select_rows(state: Hidden, rows: torch.Tensor) -> Hidden:
     return tuple(part[:, rows] for part in state) if isinstance(state, tuple) else state[:, rows]
 
 
+def join_rows(states: list[Hidden]) -> Hidden:
+    """The rows of several states [L, B_i, H], one after another."""
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+    return torch.cat(states, dim=1)
+
+
 def detached(state: Hidden) -> Hidden:
     return tuple(part.detach() for part in state) if isinstance(state, tuple) else state.detach()

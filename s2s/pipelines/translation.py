@@ -12,7 +12,7 @@ import torch
 from s2s.config import TranslationRecipe
 from s2s.data.batching import Batch, ByLength, collate
 from s2s.data.corpus import load_split, read_text_pair
-from s2s.errors import DataError
+from s2s.errors import DataError, UsageError
 from s2s.files import write_text
 from s2s.inference import Translation, Translator
 from s2s.metrics import score_corpus
@@ -112,6 +112,8 @@ class TranslationPipeline:
     def evaluate(self, translator: Translator, source: EvalSource, options: dict, out: Path) -> Evaluation:
         """BLEU, chrF and exact match of a split or of ``--src``/``--ref`` files; hypotheses (and attention heat
         maps of the first ``plot_attention`` sentences) written under ``out``."""
+        if options.get("plot_attention") and not translator.has_attention:  # refused before anything is written
+            raise UsageError("--plot-attention: this model has no attention (its model.decoder.attention is none)")
         if source.split:
             pairs = load_split(self.recipe.data, source.split)
         else:

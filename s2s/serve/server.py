@@ -10,26 +10,24 @@ import threading
 from pathlib import Path
 
 from s2s.errors import RunError, UsageError
-from s2s.serve.tasks import ENDPOINTS
+from s2s.serve.limits import Limits
 
 
-def serve_runs(runs: list[Path], host: str, port: int, limits: dict) -> None:
+def serve_runs(runs: list[Path], host: str, port: int, limits: Limits) -> None:
     import uvicorn
 
     from s2s.config import load_recipe
     from s2s.runs import require_run
-    from s2s.serve.app import Limits, create_app
+    from s2s.serve.app import create_app
 
     tasks = {}
     for path in runs:
         task = load_recipe(require_run(path) / "recipe.yaml", check_files=False).task
-        if task not in ENDPOINTS:
-            raise RunError(f"{path}: a {task} run; s2s serve answers {', '.join(ENDPOINTS)} runs so far")
         if path.name in {p.name for p in tasks}:
             raise RunError(f"{path}: two runs named {path.name!r}; requests name models by their folder's name")
         tasks[path] = task
     check_port(host, port)
-    app = create_app(tasks, Limits(**limits))
+    app = create_app(tasks, limits)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     server_class(uvicorn)(config).run()
 

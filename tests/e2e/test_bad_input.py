@@ -250,3 +250,36 @@ def test_bad_input_is_one_clear_line_with_an_exit_code_and_leaves_nothing_behind
     if made is not None:
         assert not (tmp_path / made).exists()
     assert not list(tmp_path.rglob(".*.tmp*")) and not [p for p in tmp_path.rglob(".*") if p.is_file()]
+
+
+def test_attention_asked_of_a_model_without_attention_is_a_usage_error(tmp_path):
+    from s2s.config import load_recipe
+    from s2s.train import Trainer
+    from tests.helpers import write_recipe
+
+    tree = copy.deepcopy(TINY)
+    tree["model"]["decoder"].update(attention="none", input_feeding=False)
+    tree["train"].update(max_steps=4, validate_every=4)
+    Trainer(load_recipe(write_recipe(tmp_path / "r.yaml", tree)), tmp_path / "run").run()
+    result = subprocess.run(
+        [sys.executable, "-m", "s2s", "translate", "--model", str(tmp_path / "run"), "--show-attention"],
+        input="March 3, 2021\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "s2s: error: --show-attention: this model has no attention (its model.decoder.attention is none)\n"
+    )
+    evaluation = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "s2s", "evaluate", str(tmp_path / "run"), "--split", "valid", "--plot-attention", "2",
+         "--out", str(evaluation)],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and not evaluation.exists()
+    assert result.stderr == (
+        "s2s: error: --plot-attention: this model has no attention (its model.decoder.attention is none)\n"
+    )

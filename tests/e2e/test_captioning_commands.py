@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
-from s2s.config import load_recipe
 from s2s.data.shapes import shapes_split
-from s2s.train import Trainer
-from tests.helpers import SHAPES_RUN, s2s, write_recipe
-
-
-@pytest.fixture(scope="module")
-def shapes_run(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("shapes")
-    torch.manual_seed(0)
-    Trainer(load_recipe(write_recipe(directory / "r.yaml", SHAPES_RUN)), directory / "run").run()
-    return directory / "run"
+from tests.helpers import s2s
 
 
 def test_caption_prints_one_line_per_good_image_and_one_error_per_bad_file(shapes_run, tmp_path):

@@ -1,8 +1,11 @@
 """`s2s serve` through a real HTTP client (urllib over the loopback): each endpoint, each limit and refusal, readiness
-before and after loading, and SIGTERM with requests in flight."""
+before and after loading, and SIGTERM with requests in flight. The page in a real browser: test_serve_page.py."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
 import json
 import shutil
 import signal
@@ -16,8 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from s2s.data.shapes import shapes_split
 from s2s.runs import load_run
+from s2s.search import Sampling
 from tests.helpers import ENV
 
 LINES = ["March 3, 2021", "3 march 2021", "2021-03-03"]
@@ -31,15 +37,35 @@ def free_port() -> int:
 
 def call(port: int, path: str, body: dict | bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
     """(HTTP status, JSON body) of a GET (no body) or a POST."""
+    status, text = call_raw(port, path, body, timeout)
+    return status, json.loads(text)
+
+
+def call_raw(port: int, path: str, body: dict | bytes | None = None, timeout: float = 60) -> tuple[int, str]:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, error.read().decode()
+
+
+def server_sent_events(text: str) -> list[tuple[str, dict]]:
+    """(event, data) of each event of a text/event-stream body (event "message" when it names none)."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
+
+
+def png_base64(picture) -> str:
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG")
+    return base64.b64encode(encoded.getvalue()).decode()
 
 
 def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -64,10 +90,14 @@ def start(runs: list[Path], *options: str) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.fixture(scope="module")
-def server(trained_run, trained_classifier, trained_tagger, tmp_path_factory):
-    tagger = tmp_path_factory.mktemp("served") / "tagger"
-    shutil.copytree(trained_tagger, tagger)
-    process, port = start([trained_run, trained_classifier, tagger], "--max-texts", "4", "--max-chars", "50")
+def server(trained_run, trained_classifier, trained_tagger, shapes_run, trained_language_model, tmp_path_factory):
+    """One server with a run of every task (folders renamed where two share the name ``run``) and small limits."""
+    served = tmp_path_factory.mktemp("served")
+    for run, name in ((trained_tagger, "tagger"), (shapes_run, "shapes"), (trained_language_model, "play")):
+        shutil.copytree(run, served / name)
+    runs = [trained_run, trained_classifier, served / "tagger", served / "shapes", served / "play"]
+    limits = ["--max-texts", "4", "--max-chars", "50", "--max-images", "2", "--max-image-bytes", "20000"]
+    process, port = start(runs, *limits, "--max-pixels", "10000", "--max-generate", "100")
     yield port
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
@@ -97,18 +127,68 @@ def test_classify_and_tag_answer_at_their_endpoints(server, trained_classifier):
 def test_models_lists_every_loaded_run_with_its_task_recipe_and_size(server):
     status, answer = call(server, "/models")
     assert status == 200
-    assert {(m["name"], m["task"]) for m in answer["models"]} == {
-        ("tiny", "translation"),
-        ("run", "classification"),
-        ("tagger", "tagging"),
+    assert {(m["name"], m["task"], m["endpoint"]) for m in answer["models"]} == {
+        ("tiny", "translation", "/translate"),
+        ("run", "classification", "/classify"),
+        ("tagger", "tagging", "/tag"),
+        ("shapes", "captioning", "/caption"),
+        ("play", "language_model", "/generate"),
     }
     assert all(m["parameters"] > 0 and m["recipe"] for m in answer["models"])
+    assert [m["attention"] for m in answer["models"] if m["task"] == "translation"] == [True]
 
 
 def test_the_openapi_description_lists_every_endpoint(server):
     status, description = call(server, "/openapi.json")
     assert status == 200
-    assert {"/translate", "/classify", "/tag", "/models", "/health/live", "/health/ready"} <= set(description["paths"])
+    endpoints = {"/translate", "/caption", "/classify", "/tag", "/generate"}
+    assert endpoints | {"/models", "/health/live", "/health/ready"} <= set(description["paths"])
+
+
+def test_the_web_page_is_one_self_contained_file(server):
+    status, page = call_raw(server, "/")
+    assert status == 200 and "<title>s2s</title>" in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+
+
+def test_translate_gives_the_attention_of_the_best_translation_when_asked(server, translator):
+    status, answer = call(server, "/translate", {"texts": LINES[:1], "attention": True, "nbest": 2, "beam": 2})
+    best, second = answer["results"][0]
+    expected = translator.translate(LINES[:1], beam_size=2, nbest=2, attention=True)[0][0]
+    attention = best["attention"]
+    assert status == 200 and "attention" not in second
+    assert attention["source"] == expected.source_pieces and attention["target"] == [*expected.target_pieces, "</s>"]
+    assert len(attention["weights"]) == len(attention["target"])
+    assert all(len(row) == len(attention["source"]) for row in attention["weights"])
+
+
+def test_caption_answers_an_uploaded_image_as_the_captioner_does(server, shapes_run):
+    picture = shapes_split(1, 32, seed=5)[0][0]
+    status, answer = call(server, "/caption", {"images": ["data:image/png;base64," + png_base64(picture)]})
+    expected = load_run(shapes_run, task=None).predictor.caption([picture])[0][0].text
+    assert status == 200 and answer["model"] == "shapes" and answer["results"][0][0]["text"] == expected
+
+
+def test_generate_answers_as_the_generator_does_for_a_seed(server, trained_language_model):
+    request = {"prompt": "ROMEO:", "max_length": 30, "seed": 3, "num": 2}
+    status, answer = call(server, "/generate", request)
+    generator = load_run(trained_language_model, task=None).predictor
+    settings = generator.config.generate
+    sampling = Sampling(settings.temperature, settings.top_k, settings.top_p, seed=3)
+    assert status == 200 and answer["model"] == "play"
+    assert [r["text"] for r in answer["results"]] == generator.generate("ROMEO:", 30, sampling, count=2)
+
+
+def test_generate_streams_server_sent_events_that_add_up_to_the_whole_text(server):
+    request = {"prompt": "ROMEO:", "max_length": 40, "seed": 5, "num": 2}
+    whole = call(server, "/generate", request)[1]["results"]
+    status, body = call_raw(server, "/generate", {**request, "stream": True})
+    events = server_sent_events(body)
+    pieces = [data for event, data in events if event == "message"]
+    assert status == 200 and events[-1] == ("done", {"model": "play", "results": whole})
+    for index, result in enumerate(whole):
+        assert "".join(p["text"] for p in pieces if p["index"] == index) == result["text"]
+    assert len(pieces) > 2  # in pieces, not in one event at the end
 
 
 @pytest.mark.parametrize(
@@ -139,6 +219,20 @@ def test_the_openapi_description_lists_every_endpoint(server):
             "body: Value error, nbest 3 is larger than beam 2",
         ),
         ("/translate", b"{not json", 422, "body: not valid JSON (JSON decode error)"),
+        ("/caption", {"images": ["not base64!"]}, 422, "images[0]: not base64 (send the image file's bytes in base64)"),
+        ("/caption", {"images": [base64.b64encode(b"plain text").decode()]}, 422, "images[0]: not an image file"),
+        ("/caption", {"images": ["QUJD"] * 3}, 413, "images: 3 images, more than the limit of 2 per request"),
+        ("/caption", {"images": ["QUJD" * 7000]}, 413, "images[0]: more than the limit of 20,000 bytes per image"),
+        (
+            "/generate",
+            {"prompt": "ROMEO\u00e9"},
+            422,
+            "prompt: characters the model never saw in training: 'é' (U+00E9)",
+        ),
+        ("/generate", {"max_length": 101}, 413, "max_length: 101 tokens, more than the limit of 100"),
+        ("/generate", {"prompt": "x" * 51}, 413, "prompt: 51 characters, more than the limit of 50"),
+        ("/generate", {"top_p": 0}, 422, "top_p: Input should be greater than 0"),
+        ("/translate", {"texts": LINES, "temperature": 1}, 422, "temperature: Extra inputs are not permitted"),
     ],
 )
 def test_a_bad_request_is_an_http_error_with_a_one_line_json_message_naming_the_field(
@@ -148,9 +242,26 @@ def test_a_bad_request_is_an_http_error_with_a_one_line_json_message_naming_the_
     assert call(server, "/health/ready")[0] == 200  # and the server stays up
 
 
+def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(server):
+    big = png_base64(Image.new("RGB", (101, 100)))  # 10,100 pixels, over the limit of 10,000, in a few hundred bytes
+    assert call(server, "/caption", {"images": [big]}) == (
+        413,
+        {"error": "images[0]: 101×100 pixels, more than the limit of 10,000"},
+    )
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
     status, answer = call(server, "/translate", b'{"texts": ["' + b"x" * 1_000_001 + b'"]}')
     assert status == 413 and answer["error"].startswith("body: 1,000,0")
+
+
+def test_a_chunked_body_over_the_limit_is_refused_once_it_passes_the_limit(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    chunks = (b"x" * 10_000 for _ in range(100))  # 1,000,000 bytes with no Content-Length
+    connection.request("POST", "/translate", chunks, {"Content-Type": "application/json"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413 and json.loads(response.read())["error"].startswith("body: at least ")
+    connection.close()
 
 
 def test_sigterm_answers_the_requests_in_flight_and_exits_0(trained_run):
@@ -169,21 +280,11 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(trained_run):
     assert [status for status, _ in answers] == [200] * 4
 
 
-def test_a_run_of_a_kind_not_served_yet_is_refused_before_the_server_starts(trained_language_model):
-    done = subprocess.run(
-        [sys.executable, "-m", "s2s", "serve", str(trained_language_model)], capture_output=True, text=True, env=ENV
-    )
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == (
-        f"s2s: error: {trained_language_model}: a language_model run; s2s serve answers translation, "
-        "classification, tagging runs so far\n"
-    )
-
-
 def test_the_server_is_live_at_once_and_ready_only_once_every_model_has_loaded_and_answered(trained_run):
     import uvicorn
 
-    from s2s.serve.app import Limits, create_app
+    from s2s.serve.app import create_app
+    from s2s.serve.limits import Limits
 
     loaded = threading.Event()
 

@@ -115,7 +115,9 @@ def test_a_models_batch_answers_the_texts_that_share_options_in_one_call_and_kee
         calls.append((texts, options))
         return [f"{text}@{options[0]}" for text in texts]
 
-    endpoint = Endpoint("/echo", TextsRequest, lambda request: (), answer)
+    endpoint = Endpoint(
+        "/echo", TextsRequest, lambda request, predictor, limits: request.texts, lambda r: (), answer, dict
+    )
     items = [("a", (1,)), ("b", (5,)), ("c", (1,))]
     assert answer_items(endpoint, None, items) == ["a@1", "b@5", "c@1"]
     assert calls == [(["a", "c"], (1,)), (["b"], (5,))]

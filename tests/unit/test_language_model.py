@@ -9,7 +9,7 @@ import torch
 from s2s.config import LanguageModelConfig, TextTokenizerConfig, load_recipe
 from s2s.data.batching import TextBatch
 from s2s.errors import RecipeError, UsageError
-from s2s.inference import TextGenerator
+from s2s.inference import TextGenerator, TextIncrements
 from s2s.models import LanguageModel
 from s2s.pipelines import validation_loss
 from s2s.pipelines.language_model import Documents, Streams
@@ -208,6 +208,24 @@ def test_a_prompt_is_read_before_generation_goes_on_from_its_last_character():
     expected = greedy_search(model, memory, torch.tensor([11]), start=torch.tensor([ids[-1]]))[0]
     assert after_prompt == generator.tokenizer.decode([expected.tokens])[0]
     assert len(generator.generate("", 10, Sampling(temperature=0.0))[0]) == 10  # an empty prompt is allowed
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_prompts_of_different_lengths_drawn_together_give_what_each_gives_alone(cell):
+    generator = generator_of(small_language_model(cell))
+    prompts, lengths, greedy = ["abc", "", "cab", "abc"], [12, 5, 9, 3], Sampling(temperature=0.0)
+    together = generator.generate_each(prompts, lengths, greedy)
+    assert together == [generator.generate(p, n, greedy)[0] for p, n in zip(prompts, lengths, strict=True)]
+    assert [len(text) for text in together] == lengths
+
+
+def test_streamed_increments_of_each_row_add_up_to_its_text():
+    generator = generator_of(small_language_model("gru"))
+    pieces = {0: [], 1: []}
+    increments = TextIncrements(generator.tokenizer, 2, lambda row, text: pieces[row].append(text))
+    texts = generator.generate_each(["ab", "c"], [15, 8], Sampling(seed=3), emit=increments.emit)
+    assert ["".join(pieces[0]), "".join(pieces[1])] == texts
+    assert all(len(piece) == 1 for piece in pieces[0])  # a character model's text grows a character at a time
 
 
 def test_a_prompt_with_characters_the_model_never_saw_is_refused_naming_them():
