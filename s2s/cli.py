@@ -22,6 +22,12 @@ class Checkpoint(str, enum.Enum):
     averaged = "averaged"  # written by `s2s average`
 
 
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"  # CUDA only
+
+
 # the commands that use one kind of run, and that kind: the only task names the command line knows
 COMMAND_TASKS = {
     "translate": "translation",
@@ -375,7 +381,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     max_batch: Annotated[int, typer.Option(min=1, help="Inputs per batch, gathered across requests.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 10.0,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 30.0,
     max_texts: Annotated[int, typer.Option(min=1, help="Texts per request.")] = 64,
     max_chars: Annotated[int, typer.Option(min=1, help="Characters per text (and per prompt).")] = 2000,
     max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 8,
@@ -383,6 +389,9 @@ def serve(
     max_pixels: Annotated[int, typer.Option(min=1, help="Pixels (width × height) per image.")] = 25_000_000,
     max_generate: Annotated[int, typer.Option(min=1, help="Tokens per generated text.")] = 2000,
     timeout: Annotated[float, typer.Option(min=0.001, help="Seconds to answer a request before a 504.")] = 30.0,
+    precision: Annotated[
+        Precision, typer.Option(help="Run the models in fp32, or with bf16 autocast (faster on CPUs with bf16 units).")
+    ] = Precision.fp32,
 ) -> None:
     """Serve trained runs over HTTP: one endpoint per task (POST /translate, /caption, /classify, /tag, /generate),
     a web page at /, GET /models, /health/live and /health/ready, the OpenAPI description at /docs. Concurrent
@@ -401,7 +410,7 @@ def serve(
         max_generate=max_generate,
         timeout=timeout,
     )
-    serve_runs(runs, host, port, limits)
+    serve_runs(runs, host, port, limits, precision.value)
 
 
 @app.command()

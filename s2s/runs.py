@@ -124,10 +124,17 @@ class Run:
 
 
 def load_run(
-    run_dir: str | Path, checkpoint: str = "best", device: str = "cpu", task: str | None = "translation"
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    task: str | None = "translation",
+    precision: str = "fp32",
 ) -> Run:
     """A finished or running run, loaded for use. ``task`` is the kind the caller can use (None: any); a run of
-    another kind is an error that says which command fits it."""
+    another kind is an error that says which command fits it. ``precision``: fp32, or the autocast dtype (bf16,
+    fp16 on CUDA) its predictions run in."""
+    from s2s.train import autocast_dtype
+
     run_dir = require_run(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml", check_files=False)
     if task is not None and recipe.task != task:
@@ -139,7 +146,8 @@ def load_run(
     if not weights.is_file():
         raise RunError(f"{run_dir}: no {checkpoint} checkpoint ({weights.name}); has training saved one yet?")
     load_weights(model, weights)
-    return Run(run_dir, recipe, pipeline, pipeline.predictor(model, assets, torch.device(device)))
+    dtype = autocast_dtype(precision, torch.device(device))
+    return Run(run_dir, recipe, pipeline, pipeline.predictor(model, assets, torch.device(device), dtype))
 
 
 def average_run(run_dir: str | Path, last: int) -> list[Path]:

@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = measure(args, sentences, max_batch)
         print(f"loadtest: {name}: {describe(rows[name])}", file=sys.stderr)
     ratio = rows["batched"]["sentences_per_s"] / max(1e-9, rows["unbatched"]["sentences_per_s"])
-    result = {**rows, "ratio": round(ratio, 2), "clients": args.clients, "seconds": args.seconds}
+    result = {
+        **rows,
+        "ratio": round(ratio, 2),
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "precision": args.precision,
+    }
     print(json.dumps(result) if args.json else f"batching gives {ratio:.2f}x the sentences/second of --max-batch 1")
     return 0 if all(row["errors"] == 0 for row in rows.values()) else 1
 
@@ -53,7 +59,10 @@ def parse(argv):
     )
     parser.add_argument("--input", type=Path, help="sentences to send, one per line (default: the run's valid sources)")
     parser.add_argument("--max-batch", type=int, default=32, help="the batched server's --max-batch (32)")
-    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="the batched server's --max-wait-ms (10)")
+    parser.add_argument("--max-wait-ms", type=float, default=30.0, help="the batched server's --max-wait-ms (30)")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="both servers' --precision (fp32)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= MAX_CLIENTS:
@@ -79,7 +88,7 @@ def read_sentences(args) -> list[str]:
 def measure(args, sentences: list[str], max_batch: int) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "s2s", "serve", str(args.run), "--port", str(port), "--max-batch", str(max_batch)]
-    command += ["--max-wait-ms", str(args.max_wait_ms), "--max-texts", "1"]
+    command += ["--max-wait-ms", str(args.max_wait_ms), "--max-texts", "1", "--precision", args.precision]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(port, server)

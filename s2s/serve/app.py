@@ -23,6 +23,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from s2s.runs import Run, load_run
 from s2s.serve.batcher import Batcher
@@ -46,10 +47,10 @@ class Served:
         return self.run.recipe.task
 
 
-def create_app(runs: dict[Path, str], limits: Limits, load=None) -> FastAPI:
+def create_app(runs: dict[Path, str], limits: Limits, load=None, precision: str = "fp32") -> FastAPI:
     """An app that loads ``runs`` (run directory → its task) once, in the background, and answers at the endpoints
-    of their tasks (``load``: a run directory → a ``s2s.runs.Run``)."""
-    load = load or (lambda path: load_run(path, task=None))
+    of their tasks (``load``: a run directory → a ``s2s.runs.Run``; by default in ``precision``)."""
+    load = load or (lambda path: load_run(path, task=None, precision=precision))
     models: dict[str, Served] = {}
     status = {"ready": False, "failed": None}
 
@@ -106,6 +107,11 @@ def install_errors(app: FastAPI, limits: Limits) -> None:
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=error.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing(request: Request, error: StarletteHTTPException) -> JSONResponse:  # 404, 405 from the router
+        where = f"{request.method} {request.url.path}"
+        return JSONResponse({"error": f"{where}: {error.detail} (see /openapi.json)"}, status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 @dataclass(frozen=True)
 class Limits:
     max_batch: int = 32  # items (texts, images, generated texts) per batch
-    max_wait: float = 0.01  # seconds a batch stays open for more requests
+    max_wait: float = 0.03  # seconds a batch stays open for more requests
     max_texts: int = 64  # texts per request
     max_chars: int = 2000  # characters per text (and per generation prompt)
     max_images: int = 8  # images per request

@@ -13,7 +13,7 @@ from s2s.errors import RunError, UsageError
 from s2s.serve.limits import Limits
 
 
-def serve_runs(runs: list[Path], host: str, port: int, limits: Limits) -> None:
+def serve_runs(runs: list[Path], host: str, port: int, limits: Limits, precision: str = "fp32") -> None:
     import uvicorn
 
     from s2s.config import load_recipe
@@ -27,7 +27,7 @@ def serve_runs(runs: list[Path], host: str, port: int, limits: Limits) -> None:
             raise RunError(f"{path}: two runs named {path.name!r}; requests name models by their folder's name")
         tasks[path] = task
     check_port(host, port)
-    app = create_app(tasks, limits)
+    app = create_app(tasks, limits, precision=precision)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     server_class(uvicorn)(config).run()
 

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from s2s.data.shapes import shapes_split
@@ -233,6 +234,8 @@ def test_generate_streams_server_sent_events_that_add_up_to_the_whole_text(serve
         ("/generate", {"prompt": "x" * 51}, 413, "prompt: 51 characters, more than the limit of 50"),
         ("/generate", {"top_p": 0}, 422, "top_p: Input should be greater than 0"),
         ("/translate", {"texts": LINES, "temperature": 1}, 422, "temperature: Extra inputs are not permitted"),
+        ("/summarize", {"texts": LINES}, 404, "POST /summarize: Not Found (see /openapi.json)"),
+        ("/models", {}, 405, "POST /models: Method Not Allowed (see /openapi.json)"),
     ],
 )
 def test_a_bad_request_is_an_http_error_with_a_one_line_json_message_naming_the_field(
@@ -262,6 +265,18 @@ def test_a_chunked_body_over_the_limit_is_refused_once_it_passes_the_limit(serve
     response = connection.getresponse()
     assert response.status == 413 and json.loads(response.read())["error"].startswith("body: at least ")
     connection.close()
+
+
+def test_models_run_in_the_precision_asked_for(trained_run):
+    process, port = start([trained_run], "--precision", "bf16")
+    try:
+        status, answer = call(port, "/translate", {"texts": LINES})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    translator = load_run(trained_run, precision="bf16").predictor
+    assert translator.autocast_dtype == torch.bfloat16
+    assert status == 200 and [found[0]["text"] for found in answer["results"]] == translator.best(LINES)
 
 
 def test_sigterm_answers_the_requests_in_flight_and_exits_0(trained_run):

@@ -65,3 +65,12 @@ def test_the_page_shows_generated_text_as_it_streams(browser, page):
     wait.until(lambda b: b.find_element(By.ID, "generate-button").is_enabled())
     written = browser.find_element(By.ID, "generate-output").text
     assert written.startswith("ROMEO:") and len(written) > len("ROMEO:")
+
+
+def test_the_page_lists_every_endpoint_from_the_openapi_description(browser, page):
+    browser.get(page)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "nav button[data-task=api]"))
+    browser.find_element(By.CSS_SELECTOR, "nav button[data-task=api]").click()
+    listed = {h.text for h in wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#api-list h3"))}
+    assert {"POST /translate", "POST /generate", "GET /models", "GET /health/ready"} <= listed
