@@ -4,6 +4,7 @@ before and after loading, and SIGTERM with requests in flight. The page in a rea
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -25,6 +26,7 @@ from PIL import Image
 from s2s.data.shapes import shapes_split
 from s2s.runs import load_run
 from s2s.search import Sampling
+from s2s.serve.limits import Limits
 from tests.helpers import ENV
 
 LINES = ["March 3, 2021", "3 march 2021", "2021-03-03"]
@@ -295,41 +297,100 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(trained_run):
     assert [status for status, _ in answers] == [200] * 4
 
 
-def test_the_server_is_live_at_once_and_ready_only_once_every_model_has_loaded_and_answered(trained_run):
+@contextlib.contextmanager
+def in_process(runs: dict, limits=None, load=None):
+    """A server in a thread of this process (so that a test can change how a model loads or answers): its port."""
     import uvicorn
 
     from s2s.serve.app import create_app
-    from s2s.serve.limits import Limits
-
-    loaded = threading.Event()
-
-    def slow_load(path):
-        loaded.wait(timeout=60)
-        return load_run(path, task=None)
 
     port = free_port()
-    app = create_app({trained_run: "translation"}, Limits(), load=slow_load)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runs, limits or Limits(), load=load), host="127.0.0.1", port=port, log_level="critical"
+        )
+    )
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert call(port, "/health/live") == (200, {"status": "live"})
-        assert call(port, "/health/ready") == (503, {"error": "not ready: loading"})
-        assert call(port, "/translate", {"texts": LINES}) == (
-            503,
-            {"error": "model: not ready yet (see /health/ready)"},
-        )
-        loaded.set()
-        while call(port, "/health/ready")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert call(port, "/health/ready") == (200, {"status": "ready", "models": ["tiny"]})
+        yield port
     finally:
-        loaded.set()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def wait_until_ready(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while call(port, "/health/ready")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_server_is_live_at_once_and_ready_only_once_every_model_has_loaded_and_answered(trained_run):
+    loaded = threading.Event()
+
+    def slow_load(path):
+        loaded.wait(timeout=60)
+        return load_run(path, task=None)
+
+    try:
+        with in_process({trained_run: "translation"}, load=slow_load) as port:
+            assert call(port, "/health/live") == (200, {"status": "live"})
+            assert call(port, "/health/ready") == (503, {"error": "not ready: loading"})
+            assert call(port, "/translate", {"texts": LINES}) == (
+                503,
+                {"error": "model: not ready yet (see /health/ready)"},
+            )
+            loaded.set()
+            wait_until_ready(port)
+            assert call(port, "/health/ready") == (200, {"status": "ready", "models": ["tiny"]})
+    finally:
+        loaded.set()
+
+
+def test_a_request_the_model_fails_on_is_a_500_and_the_others_of_its_batch_are_answered(trained_run):
+    def breakable(path):
+        run = load_run(path, task=None)
+        translate = run.predictor.translate
+
+        def failing_on_boom(texts, **options):
+            if "boom" in texts:
+                raise RuntimeError("cannot translate boom")
+            return translate(texts, **options)
+
+        run.predictor.translate = failing_on_boom
+        return run
+
+    limits = Limits(max_wait=0.5)  # the three requests share a batch
+    with in_process({trained_run: "translation"}, limits, load=breakable) as port:
+        wait_until_ready(port)
+        answers = {}
+        requests = {"bad": ["boom"], "good": LINES[:1], "also good": LINES[1:2]}
+        clients = [
+            threading.Thread(
+                target=lambda n=name, t=texts: answers.__setitem__(n, call(port, "/translate", {"texts": t}))
+            )
+            for name, texts in requests.items()
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=60)
+        assert answers["bad"] == (500, {"error": "model: failed (RuntimeError: cannot translate boom)"})
+        assert answers["good"][0] == answers["also good"][0] == 200
+        assert call(port, "/health/ready")[0] == 200  # still up, still loaded
+
+
+def test_a_request_not_answered_within_the_timeout_is_a_504(trained_run):
+    with in_process({trained_run: "translation"}, Limits(timeout=0.001)) as port:
+        wait_until_ready(port)
+        assert call(port, "/translate", {"texts": LINES}) == (
+            504,
+            {"error": "request: not answered within the timeout of 0.001 s"},
+        )
+        assert call(port, "/translate", {"texts": LINES})[0] == 504 and call(port, "/health/ready")[0] == 200
 
 
 def test_the_load_test_measures_both_settings_and_stops_by_itself(trained_run):
