@@ -9,6 +9,7 @@ line.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import queue
@@ -102,7 +103,7 @@ def filter_lines(
 
 def _read_into(source: TextIO | BinaryIO, lines: queue.Queue) -> None:
     """Queue each line of ``source``; bytes are decoded line by line, so a bad byte names its line."""
-    for number, line in enumerate(iter(source.readline, source.read(0)), start=1):
+    for number, line in enumerate(_lines_of(source), start=1):
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
@@ -111,6 +112,24 @@ def _read_into(source: TextIO | BinaryIO, lines: queue.Queue) -> None:
                 break
         lines.put(line.rstrip("\r\n"))
     lines.put(None)
+
+
+def _lines_of(source: TextIO | BinaryIO):
+    """The lines of ``source``, from its file descriptor where it has one. A thread waiting in a file object's
+    ``readline`` holds that object's lock, and an interpreter that exits (on an error, say) while a daemon thread
+    holds the lock of stdin aborts instead of exiting; ``os.read`` holds no lock of Python's."""
+    try:
+        descriptor = source.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        yield from iter(source.readline, source.read(0))
+        return
+    pending = b""
+    while chunk := os.read(descriptor, 1 << 16):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line + b"\n" for line in complete)
+    if pending:
+        yield pending
 
 
 def translation_blocks(translator: Translator, lines: list[str], options: dict) -> list[str]:

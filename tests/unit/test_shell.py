@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -47,3 +49,26 @@ def test_lines_already_waiting_on_a_pipe_are_translated_together(writer_keeps_pi
     assert sink.getvalue() == "".join(line.upper() + "\n" for line in lines)
     assert sum(translator.batches) == 40 and max(translator.batches) <= 16
     assert len(translator.batches) <= 4, f"40 waiting lines were translated in batches of {translator.batches}"
+
+
+def test_an_error_while_the_writer_keeps_the_pipe_open_ends_the_process_cleanly():
+    """The reading thread may be waiting for the next line when an answer fails: the process must still exit with
+    its own status, not abort at shutdown over the lock of stdin."""
+    program = (
+        "import sys\n"
+        "from s2s.shell import filter_lines\n"
+        "def fail(lines): raise RuntimeError('no answer')\n"
+        "try:\n"
+        "    filter_lines(fail, sys.stdin.buffer, sys.stdout, 16)\n"
+        "except RuntimeError:\n"
+        "    sys.exit(2)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdin.write(b"first line\n")
+    process.stdin.flush()  # and the pipe stays open while the process ends
+    try:
+        assert process.wait(timeout=60) == 2, process.stderr.read().decode()
+    finally:
+        process.stdin.close()
