@@ -22,10 +22,9 @@ class Checkpoint(str, enum.Enum):
     averaged = "averaged"  # written by `s2s average`
 
 
-class Precision(str, enum.Enum):
+class Precision(str, enum.Enum):  # what s2s serve runs its models in (on the CPU: fp16 autocast is CUDA's)
     fp32 = "fp32"
     bf16 = "bf16"
-    fp16 = "fp16"  # CUDA only
 
 
 # the commands that use one kind of run, and that kind: the only task names the command line knows

@@ -1,14 +1,15 @@
-"""Corpus scores from sacreBLEU's object API, each with its reproducibility signature."""
+"""Corpus scores from sacreBLEU's object API, each with its reproducibility signature. sacreBLEU is imported where a
+score is computed: the commands that only answer (translate, caption, serve) never load it."""
 
 from __future__ import annotations
 
 import re
 
-from sacrebleu.metrics import BLEU, CHRF
-
 
 def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
     """BLEU, chrF and exact match of detokenised hypotheses against one reference each."""
+    from sacrebleu.metrics import BLEU, CHRF
+
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(hypotheses, [references])
     chrf_score = chrf.corpus_score(hypotheses, [references])
@@ -46,6 +47,8 @@ def strip_punctuation(text: str) -> str:
 
 def bleu_orders(hypotheses: list[str], references: list[list[str]], lowercase: bool) -> dict:
     """``bleu1``…``bleu4`` and the signature (the BLEU-4 one: orders 1-3 differ only in their ngram order)."""
+    from sacrebleu.metrics import BLEU
+
     most = max((len(refs) for refs in references), default=1)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(most)]
     scores: dict = {}

@@ -299,5 +299,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp16" and device.type != "cuda":
+        raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

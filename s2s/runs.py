@@ -133,7 +133,7 @@ def load_run(
     """A finished or running run, loaded for use. ``task`` is the kind the caller can use (None: any); a run of
     another kind is an error that says which command fits it. ``precision``: fp32, or the autocast dtype (bf16,
     fp16 on CUDA) its predictions run in."""
-    from s2s.train import autocast_dtype
+    from s2s.models import autocast_dtype
 
     run_dir = require_run(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml", check_files=False)

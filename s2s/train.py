@@ -34,7 +34,7 @@ from s2s.checkpoint import (
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
-from s2s.models import autocast, count_parameters
+from s2s.models import autocast, autocast_dtype, count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for, validation_loss
 from s2s.runs import is_run, require_run, run_signature
 
@@ -123,12 +123,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RecipeError("train.device: 'cuda' was asked for but no CUDA device is available")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp16" and device.type != "cuda":
-        raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on the CPU")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 FINISHED = ("max_steps", "max_time", "max_epochs", "patience")  # why a run can end that is not an interruption

@@ -58,7 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from s2s import kernels
 from s2s.config import Recipe, TrainConfig, load_recipe
 from s2s.errors import DataError, S2SError
-from s2s.models import count_parameters
+from s2s.models import autocast_dtype, count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for
 from s2s.runs import Run, load_run
 from s2s.tokenizer import PAD
@@ -66,7 +66,6 @@ from s2s.train import (
     Events,
     Progress,
     Trainer,
-    autocast_dtype,
     epoch_batches,
     make_optimizer,
     resolve_device,

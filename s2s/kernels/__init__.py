@@ -155,10 +155,12 @@ def _try_build(mode: str) -> tuple[bool, str]:
 
 def _build() -> None:
     """Compile the kernels (or find them compiled) and load them into ``torch.ops.s2s_kernels``; raise if that fails."""
-    from torch.utils import cpp_extension
-
     build_flags = flags()
     build = _build_directory(build_flags)
+    if _load_built(build):
+        return
+    from torch.utils import cpp_extension  # imports setuptools: only when there is something to build
+
     build.mkdir(parents=True, exist_ok=True)
     if not any(build.glob("*.so")):
         print(f"s2s: compiling the CPU kernels once, into {build}", file=sys.stderr)
@@ -175,6 +177,20 @@ def _build() -> None:
             is_python_module=False,
             verbose=False,
         )
+
+
+def _load_built(build: Path) -> bool:
+    """Load a library built before into this folder, without PyTorch's extension builder: the folder is named by
+    the sources, flags, torch build and CPU, so a library in it is the one a build would make. A library that is
+    missing, or fails to load (an interrupted link, say), is left to the builder."""
+    library, ninja = build / "s2s_kernels.so", build / "build.ninja"
+    if not library.is_file() or (ninja.is_file() and ninja.stat().st_mtime > library.stat().st_mtime):
+        return False  # not built, or a build began after the library was linked
+    try:
+        torch.ops.load_library(str(library))
+    except (OSError, RuntimeError):
+        return False
+    return True
 
 
 def _first_error(message: str) -> str:

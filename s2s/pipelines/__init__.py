@@ -97,21 +97,20 @@ def validation_loss(model: nn.Module, examples: Examples, batch_size: int, devic
     return total / max(1, count)
 
 
-def pipeline_for(recipe: Recipe) -> Pipeline:
-    from s2s.pipelines.captioning import CaptioningPipeline
-    from s2s.pipelines.classification import ClassificationPipeline
-    from s2s.pipelines.language_model import LanguageModelPipeline
-    from s2s.pipelines.tagging import TaggingPipeline
-    from s2s.pipelines.translation import TranslationPipeline
+PIPELINES = {  # task → the module and class of its pipeline, imported when a recipe of that task is used
+    "translation": ("s2s.pipelines.translation", "TranslationPipeline"),
+    "classification": ("s2s.pipelines.classification", "ClassificationPipeline"),
+    "captioning": ("s2s.pipelines.captioning", "CaptioningPipeline"),
+    "tagging": ("s2s.pipelines.tagging", "TaggingPipeline"),
+    "language_model": ("s2s.pipelines.language_model", "LanguageModelPipeline"),
+}
 
-    pipelines = {
-        "translation": TranslationPipeline,
-        "classification": ClassificationPipeline,
-        "captioning": CaptioningPipeline,
-        "tagging": TaggingPipeline,
-        "language_model": LanguageModelPipeline,
-    }
-    return pipelines[recipe.task](recipe)
+
+def pipeline_for(recipe: Recipe) -> Pipeline:
+    import importlib
+
+    module, name = PIPELINES[recipe.task]
+    return getattr(importlib.import_module(module), name)(recipe)
 
 
 def check_evaluation(pipeline: Pipeline, task: str, split: str | None, files: dict[str, Path], options: dict) -> None:

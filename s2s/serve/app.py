@@ -211,18 +211,26 @@ def add_generate_route(app: FastAPI, task: str, endpoint: Endpoint, chosen, limi
 
         prompts = [dataclasses.replace(p, out=functools.partial(out, i)) for i, p in enumerate(prompts)]
         answering = asyncio.ensure_future(within(answer(served, prompts, options), limits.timeout))
-        answering.add_done_callback(lambda _: pieces.put_nowait(None))
+        answering.add_done_callback(functools.partial(ended, pieces))
         return StreamingResponse(events(served.name, pieces, answering), media_type="text/event-stream")
 
     app.add_api_route(endpoint.path, generate, methods=["POST"], name=task)
+
+
+def ended(pieces: asyncio.Queue, answering: asyncio.Future) -> None:
+    """The end of a streamed generation's pieces. Its outcome is looked at here, so that a stream whose client went
+    away (nobody left to read it) leaves no "exception never retrieved" in the log."""
+    if not answering.cancelled():
+        answering.exception()
+    pieces.put_nowait(None)
 
 
 async def events(name: str, pieces: asyncio.Queue, answering: asyncio.Future):
     """Server-sent events of a streamed generation (see add_generate_route)."""
     while (piece := await pieces.get()) is not None:
         yield f"data: {json.dumps(piece, ensure_ascii=False)}\n\n"
-    if answering.exception() is not None:
-        error = answering.exception()
+    error = asyncio.CancelledError("cancelled") if answering.cancelled() else answering.exception()
+    if error is not None:
         message = str(error) if isinstance(error, Refused) else f"model: failed ({type(error).__name__}: {error})"
         yield f"event: error\ndata: {json.dumps({'error': message}, ensure_ascii=False)}\n\n"
         return

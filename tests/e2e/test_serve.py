@@ -256,14 +256,24 @@ def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(server):
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(server):
-    status, answer = call(server, "/translate", b'{"texts": ["' + b"x" * 1_000_001 + b'"]}')
-    assert status == 413 and answer["error"].startswith("body: 1,000,0")
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    connection.putrequest("POST", "/translate")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", "1000001")
+    connection.endheaders()  # and not a byte of the body: a server that waited for it would never answer
+    response = connection.getresponse()
+    assert response.status == 413 and json.loads(response.read())["error"].startswith("body: 1,000,001 bytes")
+    connection.close()
 
 
 def test_a_chunked_body_over_the_limit_is_refused_once_it_passes_the_limit(server):
     connection = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
-    chunks = (b"x" * 10_000 for _ in range(100))  # 1,000,000 bytes with no Content-Length
-    connection.request("POST", "/translate", chunks, {"Content-Type": "application/json"}, encode_chunked=True)
+    connection.putrequest("POST", "/translate")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")  # no Content-Length to refuse it by
+    connection.endheaders()
+    for _ in range(15):  # 150,000 bytes, past the limit (about 120,000 with this server's limits), and no end
+        connection.send(b"%x\r\n%s\r\n" % (10_000, b"x" * 10_000))
     response = connection.getresponse()
     assert response.status == 413 and json.loads(response.read())["error"].startswith("body: at least ")
     connection.close()
@@ -383,13 +393,14 @@ def test_a_request_the_model_fails_on_is_a_500_and_the_others_of_its_batch_are_a
         assert call(port, "/health/ready")[0] == 200  # still up, still loaded
 
 
-def test_a_request_not_answered_within_the_timeout_is_a_504(trained_run):
-    with in_process({trained_run: "translation"}, Limits(timeout=0.001)) as port:
+def test_a_request_not_answered_within_the_timeout_is_a_504(trained_run, trained_language_model):
+    runs = {trained_run: "translation", trained_language_model: "language_model"}
+    with in_process(runs, Limits(timeout=0.001)) as port:
         wait_until_ready(port)
-        assert call(port, "/translate", {"texts": LINES}) == (
-            504,
-            {"error": "request: not answered within the timeout of 0.001 s"},
-        )
+        late = "request: not answered within the timeout of 0.001 s"
+        assert call(port, "/translate", {"texts": LINES}) == (504, {"error": late})
+        status, body = call_raw(port, "/generate", {"prompt": "ROMEO:", "stream": True})
+        assert status == 200 and server_sent_events(body)[-1] == ("error", {"error": late})  # a stream ends so
         assert call(port, "/translate", {"texts": LINES})[0] == 504 and call(port, "/health/ready")[0] == 200
 
 

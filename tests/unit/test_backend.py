@@ -4,6 +4,8 @@ S2S_KERNELS=off|on|require, a build tried at most once (never while collecting t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +18,7 @@ from s2s.loss import projected_cross_entropy
 from s2s.modules import input_feeding, recurrence
 from s2s.modules.decoders import Memory
 from s2s.modules.encoders import RNNEncoder
-from tests.helpers import input_fed_decoder
+from tests.helpers import input_fed_decoder, needs_kernels
 
 COMPILER_SAYS = (
     "Error building extension 's2s_kernels': [1/3] c++ -MMD -MF loss.o.d -O3 -c loss.cpp -o loss.o\n"
@@ -151,6 +153,21 @@ def test_a_build_says_it_compiles_and_elsewhere_than_x86_64_what_it_leaves_out(m
     (kernels._build_directory(kernels.flags()) / "s2s_kernels.so").touch()
     kernels._build()  # built before: loaded without a word
     assert len(loaded) == 2 and capsys.readouterr().err == ""
+
+
+def test_kernels_built_before_load_without_the_extension_builder():
+    """A command's start-up does not pay for importing PyTorch's extension builder (and setuptools) once the
+    kernels are built: they are loaded from their folder as they are."""
+    needs_kernels()  # built now, if not before
+    check = (
+        "import sys\n"
+        "from s2s import kernels\n"
+        "assert kernels.available()\n"
+        "print('torch.utils.cpp_extension' in sys.modules, 'setuptools' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "False False\n"
 
 
 def test_a_compiler_that_fails_falls_back_with_the_compile_line_and_one_line_why(decide, monkeypatch, capsys, tmp_path):
