@@ -70,11 +70,14 @@ class ByFormat(Section):
     """Base of a data section whose keys depend on its ``format``; each format is a subclass."""
 
     FORMATS: ClassVar[Any] = None  # set by tagged_by_format: the union of the formats' schemas
+    ADAPTER: ClassVar[TypeAdapter | None] = None  # its validator, built on first use (building it costs start-up)
 
     @classmethod
     def of(cls, **keys: Any) -> Section:
         """The schema of the format ``keys`` names (or the default one), validated as a recipe's section is."""
-        return cls.FORMATS.validate_python(keys)
+        if cls.ADAPTER is None:
+            cls.ADAPTER = TypeAdapter(cls.FORMATS)
+        return cls.ADAPTER.validate_python(keys)
 
 
 def tagged_by_format(base: type[Section], default: str, *variants: type[Section]) -> Any:
@@ -89,7 +92,7 @@ def tagged_by_format(base: type[Section], default: str, *variants: type[Section]
     tags = [(variant, tag) for variant in variants for tag in get_args(variant.model_fields["format"].annotation)]
     # Union[...] rather than X | Y: the members are built at run time
     union = Annotated[Union[tuple(Annotated[v, Tag(tag)] for v, tag in tags)], Discriminator(format_of)]  # noqa: UP007
-    base.FORMATS = TypeAdapter(union)
+    base.FORMATS = union
     return union
 
 
