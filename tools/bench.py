@@ -39,6 +39,7 @@ exit 1 or 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -208,7 +209,7 @@ def efficiency(trainer: Trainer, model, optimizer, scaler, train: Examples, toke
     # which changes nothing the decoding figures measure.
     indices = next(iter(training_batches(trainer.config, train)))
     batch = train.batch(indices)
-    with kernels.disabled(), FlopCounterMode(display=False) as counter:
+    with kernels.disabled(), unfused_rnns(), FlopCounterMode(display=False) as counter:
         trainer.train_step(model, optimizer, scaler, batch.to(trainer.device), Progress())
     per_token = counter.get_total_flops() / max(1, batch.n_tokens)
     peak = matmul_peak(trainer.device, trainer.dtype or torch.float32)
@@ -219,6 +220,16 @@ def efficiency(trainer: Trainer, model, optimizer, scaler, train: Examples, toke
         "peak_gflops": round(peak / 1e9, 1),
         "mfu": round(achieved / peak, 4),
     }
+
+
+@contextlib.contextmanager
+def unfused_rnns():
+    """PyTorch's own RNN layers (nn.LSTM) as matrix products the FLOP counter sees: their fused oneDNN and cuDNN
+    paths are operators it does not count, so an LSTM layer would count as no work at all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oneDNN's flags warn about an Intel-GPU setting they do not apply here
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=False):
+            yield
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
