@@ -359,18 +359,13 @@ def generate(
     """Generate text from a language model: the prompt, then what the model writes after it, sampled (greedy with
     --temperature 0). One text streams to the output as it is made; --seed makes it the same every time. Sampling
     settings left out are the recipe's (eval.generate)."""
-    from s2s.search import Sampling
     from s2s.shell import generated_texts
 
     loaded = open_run(model, checkpoint, "generate")
-    settings = loaded.recipe.eval.generate
-    sampling = Sampling(
-        settings.temperature if temperature is None else temperature,
-        settings.top_k if top_k is None else top_k,
-        settings.top_p if top_p is None else top_p,
-        seed,
-    )
-    generated_texts(loaded.predictor, prompt, max_length or settings.max_length, sampling, num, as_json)
+    generator = loaded.predictor
+    sampling = generator.sampling(temperature, top_k, top_p, seed)
+    length = max_length or generator.config.generate.max_length
+    generated_texts(generator, prompt, length, sampling, num, as_json)
 
 
 @app.command()

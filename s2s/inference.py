@@ -253,6 +253,16 @@ class TextGenerator:
         self.model = model.to(device)
         self.tokenizer, self.config, self.device, self.autocast_dtype = tokenizer, config, device, autocast_dtype
 
+    def sampling(self, temperature: float | None, top_k: int | None, top_p: float | None, seed: int | None) -> Sampling:
+        """How to draw: each setting as given, else the recipe's (``eval.generate``)."""
+        settings = self.config.generate
+        return Sampling(
+            settings.temperature if temperature is None else temperature,
+            settings.top_k if top_k is None else top_k,
+            settings.top_p if top_p is None else top_p,
+            seed,
+        )
+
     def prompt_ids(self, prompt: str, field: str = "--prompt") -> list[int]:
         """The prompt's token ids. Characters the model never saw in training are refused: it would read them as
         the unknown token, which training never showed it, and go on from a state that means nothing."""

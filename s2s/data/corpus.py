@@ -11,7 +11,7 @@ from pathlib import Path
 
 from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, PairColumns
 from s2s.data.generated import dates_corpus
-from s2s.data.splits import holdout_rows
+from s2s.data.splits import holdout_rows, split_spec
 from s2s.errors import DataError
 
 Pair = tuple[str, str]
@@ -29,9 +29,7 @@ def load_split(data: DataConfig, split: str) -> list[Pair]:
 
 def read_split(data: DataConfig, split: str) -> list[Pair]:
     """One split as named by the recipe (text files, a column file, or a hub dataset's split)."""
-    spec = getattr(data, split)
-    if spec is None:
-        raise DataError(f"data.{split}: this recipe has no {split} split")
+    spec = split_spec(data, split)
     if isinstance(data, HubPairs):
         return read_hub(data, spec.split)
     if isinstance(data, ColumnPairs):

@@ -18,6 +18,7 @@ from PIL import Image, ImageEnhance, UnidentifiedImageError
 from s2s.config import CaptionTable, Flickr8kCaptions, ImageCaptionData, ImageFolderCaptions, ShapesCaptions
 from s2s.data.corpus import first_line, read_lines
 from s2s.data.shapes import shapes_split
+from s2s.data.splits import split_spec
 from s2s.errors import DataError
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -48,9 +49,7 @@ def load_captioned(data: ImageCaptionData, split: str) -> ImageCaptions:
         size = {"train": gen.train_size, "valid": gen.valid_size, "test": gen.test_size}[split]
         pictures = shapes_split(size, gen.image_size, gen.seed * 1000 + SPLIT_SEEDS[split])
         return ImageCaptions([p for p, _ in pictures], [c for _, c in pictures])
-    spec = getattr(data, split)
-    if spec is None:
-        raise DataError(f"data.{split}: this recipe has no {split} split")
+    spec = split_spec(data, split)
     if isinstance(data, Flickr8kCaptions):
         return read_flickr8k(Path(data.image_dir), Path(data.captions), Path(spec.images))
     if isinstance(data, ImageFolderCaptions):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from s2s.config import LabelledHub, LabelledTextData
 from s2s.data.corpus import first_line
-from s2s.data.splits import holdout_rows
+from s2s.data.splits import holdout_rows, split_spec
 from s2s.errors import DataError
 
 # the line of row 0 in each format: CSV/TSV have a header line
@@ -33,9 +33,7 @@ def load_labelled(data: LabelledTextData, split: str) -> LabelledTexts:
     if data.holdout and split in ("train", "valid"):
         rows = load_labelled(data.model_copy(update={"holdout": None}), "train")
         return rows.subset(holdout_rows(len(rows.texts), data.holdout, data.holdout_seed, "data.train")[split])
-    spec = getattr(data, split)
-    if spec is None:
-        raise DataError(f"data.{split}: this recipe has no {split} split")
+    spec = split_spec(data, split)
     if isinstance(data, LabelledHub):
         return read_hub_rows(data, spec.split)
     return read_column_file(data, Path(spec.path))

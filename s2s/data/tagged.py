@@ -16,7 +16,7 @@ from conllu.serializer import serialize_field
 
 from s2s.config import CONLLU_COLUMNS, ConlluTagged, TaggedData
 from s2s.data.corpus import read_lines
-from s2s.data.splits import holdout_rows
+from s2s.data.splits import holdout_rows, split_spec
 from s2s.errors import DataError
 
 # columns whose "_" means the value is missing, not a value of its own (FEATS "_" is "no features", a class)
@@ -42,9 +42,7 @@ def load_tagged(data: TaggedData, split: str) -> TaggedSentences:
         sentences = load_tagged(data.model_copy(update={"holdout": None}), "train")
         rows = holdout_rows(len(sentences.words), data.holdout, data.holdout_seed, "data.train")
         return sentences.subset(rows[split])
-    spec = getattr(data, split)
-    if spec is None:
-        raise DataError(f"data.{split}: this recipe has no {split} split")
+    spec = split_spec(data, split)
     if isinstance(data, ConlluTagged):
         return read_conllu(Path(spec.path), data.column)
     return read_word_tag_tsv(Path(spec.path))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from s2s.config import LanguageModelText, TextFiles, TextLines
 from s2s.data.corpus import decode_lines, not_utf8
+from s2s.data.splits import split_spec
 from s2s.errors import DataError
 
 
@@ -23,9 +24,7 @@ def load_documents(data: LanguageModelText, split: str) -> list[str]:
 
 
 def read_documents(data: LanguageModelText, split: str) -> list[str]:
-    spec = getattr(data, split)
-    if spec is None:
-        raise DataError(f"data.{split}: this recipe has no {split} split")
+    spec = split_spec(data, split)
     if isinstance(data, TextFiles):
         folder = Path(spec.folder)
         paths = sorted(path for path in folder.glob(spec.pattern) if path.is_file())

@@ -163,16 +163,9 @@ def generation_options(request: GenerateRequest) -> tuple:
 
 def generated(generator, prompts_: list[Prompt], options: tuple) -> list[str]:
     from s2s.inference import TextIncrements
-    from s2s.search import Sampling
 
     temperature, top_k, top_p, seed, _ = options
-    settings = generator.config.generate
-    sampling = Sampling(
-        settings.temperature if temperature is None else temperature,
-        settings.top_k if top_k is None else top_k,
-        settings.top_p if top_p is None else top_p,
-        seed,
-    )
+    sampling = generator.sampling(temperature, top_k, top_p, seed)
 
     def give(row: int, text: str) -> None:
         if prompts_[row].out is not None:
