@@ -62,19 +62,18 @@ class Translator:
             with autocast(self.device, self.autocast_dtype):
                 memory = self.model.encode(src, batch.src_lengths)
                 hyps = search(self.model, memory, limit, beam_size, alpha, nbest, attention, sampling)
+            # one call detokenises the whole chunk: SentencePiece's per-call cost is most of a short sentence's
+            texts = iter(self.tokenizers.tgt.decode([h.tokens for options in hyps for h in options]))
             for i, options in zip(chunk, hyps, strict=True):
-                results[i] = [self.present(ids[i], h) for h in options]
+                results[i] = [self.present(ids[i], h, next(texts)) for h in options]
         return results
 
     @property
     def has_attention(self) -> bool:
         return self.model.decoder.attention is not None
 
-    def present(self, source_ids: list[int], hyp: Hypothesis) -> Translation:
-        tgt = self.tokenizers.tgt
-        return Translation(
-            tgt.decode([hyp.tokens])[0], hyp, self.tokenizers.src.pieces(source_ids), tgt.pieces(hyp.tokens)
-        )
+    def present(self, source_ids: list[int], hyp: Hypothesis, text: str) -> Translation:
+        return Translation(text, hyp, self.tokenizers.src.pieces(source_ids), self.tokenizers.tgt.pieces(hyp.tokens))
 
     def best(self, sentences: list[str], **options) -> list[str]:
         return [options_[0].text for options_ in self.translate(sentences, **options)]

@@ -63,6 +63,10 @@ class Seq2Seq(nn.Module):
     def reorder_state(self, state: DecoderState, order: torch.Tensor) -> DecoderState:
         return self.decoder.reorder_state(state, order)
 
+    def search_in_kernels(self, memory: Memory, limit, beam_size, alpha, nbest, attention):
+        """The whole search in the compiled kernels, where they cover the decoder (see ``RNNDecoder``), else None."""
+        return self.decoder.search_in_kernels(memory, limit, beam_size, alpha, nbest, attention)
+
     def decoding(self):
         """Held around a whole search: the weights cannot change, so each is cast to the decoding dtype once."""
         return reuse_weight_casts()

@@ -5,6 +5,9 @@ prompt: search does not care). Greedy search and sampling are one loop that diff
 All are batched over inputs (and, for beam search, over beams: rows are sentence-major, B × K), keep no state
 on the model, and force EOS at each sentence's maximum length. Hypotheses are ranked by the sum of token
 log-probabilities (EOS included) divided by the GNMT length penalty ((5 + length) / 6) ** alpha.
+
+A model may make greedy and beam search itself, faster (``search_in_kernels``: the input-fed GRU decoder does, in
+the compiled CPU kernels); these loops are then its reference, and ``search`` asks it first.
 """
 
 from __future__ import annotations
@@ -213,11 +216,36 @@ def search(
     with model.decoding():
         if sampling is not None:
             return sample_search(model, memory, limit, sampling, nbest, attention, start, emit)
+        if start is None and emit is None:
+            found = compiled_search(model, memory, limit, beam_size, alpha, nbest, attention)
+            if found is not None:
+                return found
         if beam_size == 1 and nbest == 1:
             return [[h] for h in greedy_search(model, memory, limit, attention, start=start, emit=emit)]
         if start is not None or emit is not None:
             raise ValueError("beam search starts from BOS and does not stream: give start and emit to greedy search")
         return beam_search(model, memory, limit, beam_size, alpha, nbest, attention)
+
+
+def compiled_search(
+    model: Decoder, memory: Memory, limit: torch.Tensor, beam_size: int, alpha: float, nbest: int, attention: bool
+) -> list[list[Hypothesis]] | None:
+    """The search that ``search`` would make, made by the model's compiled kernels where it offers them for this
+    batch (``search_in_kernels``: the input-fed GRU decoder on the CPU), else None. Same rules, same hypotheses:
+    greedy search is a beam of one there."""
+    if nbest > beam_size:
+        raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
+    offered = getattr(model, "search_in_kernels", None)
+    found = None if offered is None else offered(memory, limit, beam_size, alpha, nbest, attention)
+    if found is None:
+        return None
+    tokens, scores, weights = found
+    greedy = beam_size == 1  # greedy search ranks by the plain sum of log-probabilities
+    alpha, rows, sums = 0.0 if greedy else alpha, tokens.tolist(), scores.tolist()
+    return [
+        [make_hypothesis(rows[b][j], sums[b][j], alpha, weights[b, j] if attention else None) for j in range(nbest)]
+        for b in range(len(rows))
+    ]
 
 
 def make_hypothesis(row: list[int], score: float, alpha: float, weights: torch.Tensor | None) -> Hypothesis:
@@ -366,6 +394,7 @@ class BeamState:
         raw = top_scores.masked_fill(~ending, float("-inf"))
         padded = torch.full((batch * 2 * k, self.width), PAD, dtype=torch.long, device=history.device)
         padded[:, : history.size(1)] = history
+        padded[~ending.view(-1)] = PAD  # a slot left without a hypothesis (score -inf) reads as an empty one
         all_norm = torch.cat([self.done_norm, norm], 1)  # [B, 3K]
         self.done_norm, best = all_norm.topk(k, dim=1)  # [B, K]
         self.done_raw = torch.cat([self.done_raw, raw], 1).gather(1, best)
@@ -374,6 +403,7 @@ class BeamState:
         if history_attention is not None:
             grown = self.done_attention.new_zeros(batch * 2 * k, *self.done_attention.shape[2:])
             grown[:, : history_attention.size(1)] = history_attention
+            grown[~ending.view(-1)] = 0.0
             all_attention = torch.cat([self.done_attention, grown.view(batch, 2 * k, *grown.shape[1:])], 1)
             index = best[..., None, None].expand(-1, -1, *all_attention.shape[2:])
             self.done_attention = all_attention.gather(1, index)

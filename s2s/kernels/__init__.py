@@ -1,12 +1,13 @@
-"""What runs s2s's recurrent loops and loss, decided once per process: the compiled CPU kernels of this package
-(``recurrence.cpp``, ``loss.cpp``), the Python loops, or the device's own fused RNN. Every module with such a loop
-asks here and keeps no decision of its own:
+"""What runs s2s's recurrent loops, search and loss, decided once per process: the compiled CPU kernels of this
+package (``recurrence.cpp``, ``search.cpp``, ``loss.cpp``), the Python loops, or the device's own fused RNN. Every
+module with such a loop asks here and keeps no decision of its own:
 
 - ``fused_rnn(like)``: the encoder's GRU layers run the device's fused RNN (cuDNN on CUDA) everywhere but on the
   CPU, where s2s's own recurrence runs them;
-- ``usable(like, acc, products)``: s2s's own loops (the encoder's GRU layers, the input-fed decoder in training,
-  the loss) run in the kernels on the CPU with fp32 activations and fp32 or bf16 products, once built; otherwise
-  the Python loops run, which compute the same thing and are the path for other devices, fp64 and search.
+- ``usable(like, acc, products)``: s2s's own loops (the encoder's GRU layers, the input-fed decoder in training and
+  its greedy and beam search, the loss) run in the kernels on the CPU with fp32 activations and fp32 or bf16
+  products, once built; otherwise the Python loops run, which compute the same thing and are the path for other
+  devices and fp64.
 
 Why the kernels: the hand-written Python loops of ``s2s.modules.recurrence`` and ``s2s.modules.input_feeding``
 spend most of a training step dispatching small element-wise operations one core at a time. The same loops in C++
@@ -48,7 +49,7 @@ VARIABLE = "S2S_KERNELS"
 MODES = ("off", "on", "require")
 OLD_OFF = ("0", "no", "false")  # earlier spellings of off
 FOLDER = Path(__file__).parent
-SOURCES = [FOLDER / "recurrence.cpp", FOLDER / "loss.cpp"]
+SOURCES = [FOLDER / "recurrence.cpp", FOLDER / "loss.cpp", FOLDER / "search.cpp"]
 X86_ONLY = ["-mprefer-vector-width=512"]  # AVX-512's full width: compilers for other CPUs reject it
 _lock = threading.Lock()
 _mode: str | None = None  # S2S_KERNELS, once read

@@ -142,6 +142,18 @@ inline float lane_sum(int64_t n, const Term& term) {
   return sum;
 }
 
+// The kernels' operands: activations fp32, gates and weights in the products' dtype (`weight`'s), all contiguous.
+inline void check(const std::vector<Tensor>& fp32, const std::vector<Tensor>& in_t, const Tensor& weight) {
+  const auto type = weight.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16, "s2s kernels multiply in fp32 or bf16");
+  for (const auto& t : fp32)
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
+                "s2s kernels take contiguous fp32 CPU activations");
+  for (const auto& t : in_t)
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == type && t.is_contiguous(),
+                "s2s kernels take gates and weights contiguous, in the products' dtype");
+}
+
 // Runs `body` with a value of the products' element type (float or c10::BFloat16), chosen by `weight`'s dtype.
 template <typename Body>
 std::vector<Tensor> with_matmul_type(const Tensor& weight, const Body& body) {

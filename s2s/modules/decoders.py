@@ -19,10 +19,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from s2s import kernels
 from s2s.modules.attention import Attention
 from s2s.modules.dropout import Dropout
 from s2s.modules.encoders import RNN_CELLS, EncoderOutput
-from s2s.modules.input_feeding import fed_attention_gru, input_gates
+from s2s.modules.input_feeding import fed_attention_gru, fed_attention_search, input_gates
 from s2s.tokenizer import PAD
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h [L, B, H]; LSTM: (h, c)
@@ -162,8 +163,6 @@ class RNNDecoder(nn.Module):
         return self.run_fed_autograd(embedded, state, memory)
 
     def run_fed_fast(self, embedded: torch.Tensor, state: DecoderState, memory: Memory):
-        device = embedded.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
         outputs, weights, hidden = fed_attention_gru(
             input_gates(embedded, self.rnn),
             state.hidden[0],
@@ -174,9 +173,39 @@ class RNNDecoder(nn.Module):
             self.rnn,
             self.attention,
             self.combine,
-            dtype,
+            products_dtype(embedded),
         )
         return outputs, weights, DecoderState(hidden.unsqueeze(0), outputs[:, -1])
+
+    def search_in_kernels(
+        self, memory: Memory, limit: torch.Tensor, beam_size: int, alpha: float, nbest: int, attention: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Greedy search (``beam_size`` 1) or beam search in the compiled kernels: tokens [B, nbest, L], scores
+        [B, nbest], attention [B, nbest, L, S] (see ``fed_attention_search``); None where the kernels do not cover
+        the search: another decoder shape, dropout on (training mode), gradients, or ``s2s.kernels.usable`` says no."""
+        dtype = products_dtype(memory.states)
+        covered = self.fast_loop and not self.training and not torch.is_grad_enabled()
+        if not covered or self.output.out_features < 2 * beam_size:  # (search explains a vocabulary that small)
+            return None
+        if not kernels.usable(memory.states, memory.states.dtype, dtype):
+            return None
+        state = self.initial_state(memory)
+        return fed_attention_search(
+            memory,
+            state.hidden[0],
+            state.feed,
+            limit,
+            self.embed,
+            self.rnn,
+            self.attention,
+            self.combine,
+            self.output,
+            dtype,
+            beam_size,
+            alpha,
+            nbest,
+            attention,
+        )
 
     def run_fed_autograd(self, embedded: torch.Tensor, state: DecoderState, memory: Memory):
         hidden, feed, outputs, weights = state.hidden, state.feed, [], []
@@ -217,6 +246,12 @@ class RNNDecoder(nn.Module):
         hidden = tuple(h[:, order] for h in hidden) if isinstance(hidden, tuple) else hidden[:, order]
         feed = None if state.feed is None else state.feed[order]
         return DecoderState(hidden, feed)
+
+
+def products_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype of matrix products on ``like``'s device here: autocast's, or fp32."""
+    device = like.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
 
 
 def per_row(x: torch.Tensor, rows: int) -> torch.Tensor:

@@ -19,7 +19,9 @@ fp32. The tests check this loop against ``RNNDecoder``'s general autograd path, 
 
 When training where ``s2s.kernels`` says so (on the CPU with fp32 or bf16 products, once built), the same loop runs
 in the compiled kernels, which fuse each step's element-wise work and split the batch between the cores; this
-Python loop is their reference, and the path for search (several rows per source), other devices and fp64.
+Python loop is their reference, and the path for other devices and fp64. Greedy and beam search of this decoder
+run whole in the kernels too (``fed_attention_search``; ``s2s/kernels/search.cpp``), with the Python search of
+``s2s.search`` over this loop as their reference.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from s2s.modules.recurrence import (
     tanh_backward,
     weight_gradient,
 )
+from s2s.tokenizer import BOS, EOS, PAD
 
 
 class Weights:
@@ -106,7 +109,7 @@ class FedAttentionGRU(torch.autograd.Function):
         ctx.input_dtypes = (x.dtype, h0.dtype, keys.dtype, values.dtype)
         acc = w.acc
         keys, values = keys.to(acc), values.to(acc)
-        # training only: search keeps the Python loop, whose N rows per source the kernels do not cover
+        # training only: search has a kernel of its own (fed_attention_search); a lone decoding step stays here
         ctx.compiled = training and h0.size(0) == keys.size(0) and kernels.usable(keys, acc, w.dtype)
         if ctx.compiled:  # x goes in the products' dtype, as autocast's input projection made it
             saved = forward_compiled(x, h0.to(acc), f0.to(acc), keys, values, mask, w)
@@ -294,3 +297,45 @@ def input_gates(embedded: torch.Tensor, rnn) -> torch.Tensor:
     """The embedded words' part of every position's input gates, for all positions at once: [B, T, 3H]."""
     embedding_size = rnn.input_size - rnn.hidden_size
     return F.linear(embedded, rnn.weight_ih_l0[:, :embedding_size], rnn.bias_ih_l0)
+
+
+def fed_attention_search(
+    memory, h0, f0, limit, embed, rnn, attention, combine, output, dtype, beam, alpha, nbest, weights
+):
+    """Greedy search (a beam of one) or beam search of the input-fed decoder in the compiled kernels, on its
+    modules' parameters (``embed``, ``rnn``, ``attention``, ``combine``, ``output``) with products in ``dtype``:
+    ``memory`` one row per source, h0 and f0 [B, H] the initial state and fed vector, ``limit`` [B] the longest
+    outputs (EOS included) → the ``nbest`` best of each source, best first: tokens [B, nbest, L] (EOS, then PAD),
+    their scores [B, nbest] (sums of log-probabilities) and, with ``weights``, their attention [B, nbest, L, S]."""
+    embedding_size = rnn.input_size - rnn.hidden_size
+    products = lambda w: cast_weight(w, dtype).detach().contiguous()  # noqa: E731
+    vector = lambda w: w.detach().float().reshape(-1).contiguous()  # noqa: E731
+    bahdanau = attention.kind == "bahdanau"
+    return kernels.ops().fed_attention_search(
+        memory.keys.contiguous(),
+        memory.states.contiguous(),
+        memory.mask.contiguous(),
+        h0.float().contiguous(),
+        f0.float().contiguous(),
+        limit.long().contiguous(),
+        products(embed.weight),
+        products(rnn.weight_ih_l0[:, :embedding_size]),
+        products(rnn.bias_ih_l0),  # autocast casts a linear layer's bias with its weight
+        products(rnn.weight_ih_l0[:, embedding_size:]),
+        products(rnn.weight_hh_l0),
+        vector(rnn.bias_hh_l0),
+        products(attention.query_proj.weight) if bahdanau else None,
+        vector(attention.energy.weight) if bahdanau else None,
+        products(combine.weight),
+        vector(combine.bias),
+        products(output.weight),
+        products(output.bias),
+        beam,
+        alpha,
+        nbest,
+        weights,
+        BOS,
+        EOS,
+        PAD,
+        kernels.parts(),
+    )

@@ -1,6 +1,7 @@
 """The compiled CPU kernels compute what the Python loops compute: the encoder's GRU layers and the decoder's
 input-fed attention loop, forward and backward, in fp32 and under bf16 autocast, on padded batches, however the
-batch is split between threads. Where the kernels cannot be built these tests skip, saying why, unless
+batch is split between threads; and greedy and beam search of that decoder find the hypotheses that the Python
+search finds. Where the kernels cannot be built these tests skip, saying why, unless
 S2S_KERNELS=require, under which they fail (what s2s.kernels decides, and when, is tests/test_backend.py's)."""
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import pytest
 import torch
 
 from s2s import kernels
+from s2s.models import Seq2Seq
 from s2s.modules.decoders import Memory
 from s2s.modules.encoders import RNNEncoder
+from s2s.search import search
+from s2s.tokenizer import EOS
 from tests.helpers import decoder_and_inputs, input_fed_decoder, needs_kernels, run
 
 B, T, S, HIDDEN, VOCAB = 7, 6, 5, 24, 40
@@ -81,7 +85,7 @@ def test_the_encoder_kernels_compute_what_the_python_loop_computes(loops, bidire
         assert_all_close(run(), expected, 1e-5 if dtype is None else 2e-2)
 
 
-def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch):
+def test_a_decoding_step_runs_the_python_loop_and_training_the_kernels(monkeypatch):
     needs_kernels()
     torch.manual_seed(0)
     decoder = input_fed_decoder(summary_size=20, vocab_size=VOCAB, hidden_size=HIDDEN)
@@ -101,3 +105,64 @@ def test_search_keeps_the_python_loop_and_training_uses_the_kernels(monkeypatch)
     assert calls == []  # decoding: no gradients wanted
     decoder(torch.randint(4, VOCAB, (B, T)), decoder.initial_state(memory), memory)
     assert len(calls) == 1
+
+
+def translation_model(attention: str) -> Seq2Seq:
+    """A small untrained encoder-decoder whose outputs often end early (EOS made likely) and often tie in bf16."""
+    torch.manual_seed(0)
+    bidirectional = attention != "luong_dot"  # dot scores need keys the decoder's size
+    encoder = RNNEncoder(VOCAB, 8, HIDDEN // (1 + bidirectional), 1, "gru", bidirectional, 0.0, False)
+    decoder = input_fed_decoder(summary_size=HIDDEN, attention=attention, vocab_size=VOCAB, hidden_size=HIDDEN)
+    with torch.no_grad():
+        decoder.output.weight.mul_(4.0)  # peaked distributions: beams that differ
+        decoder.output.bias[EOS] += 2.0
+    return Seq2Seq(encoder, decoder).eval()
+
+
+def searched(model, beam: int, nbest: int, dtype) -> list[list]:
+    """Every hypothesis of a search over a padded batch whose length limits include 1 (EOS at once)."""
+    src, lengths = torch.randint(4, VOCAB, (B, 7)), torch.tensor([7, 3, 5, 1, 6, 7, 2])
+    limit = torch.tensor([9, 4, 1, 6, 12, 2, 8])
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        memory = model.encode(src, lengths)
+        with kernels.disabled():  # one encoding for both searches: only the search differs
+            return search(model, memory, limit, beam, 0.6, nbest, attention=True), memory, limit
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("beam, nbest", [(1, 1), (4, 3)], ids=["greedy", "beam"])
+def test_search_in_the_kernels_finds_the_hypotheses_the_python_search_finds(loops, attention, dtype, beam, nbest):
+    needs_kernels()
+    model = translation_model(attention)
+    expected, memory, limit = searched(model, beam, nbest, dtype)
+    for parts in (1, 3):  # 3 parts of 7 sentences: 3, 3 and 1
+        loops(compiled=True, parts=parts)
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            assert model.search_in_kernels(memory, limit, beam, 0.6, nbest, True) is not None
+            got = search(model, memory, limit, beam, 0.6, nbest, attention=True)
+        for mine, theirs in zip(got, expected, strict=True):
+            assert [h.tokens for h in mine] == [h.tokens for h in theirs]  # the same choices, ties included
+            for a, b in zip(mine, theirs, strict=True):
+                assert a.score == pytest.approx(b.score, rel=1e-5, abs=1e-5)
+                assert a.normalized == pytest.approx(b.normalized, rel=1e-5, abs=1e-5)
+                torch.testing.assert_close(a.attention, b.attention, rtol=0, atol=1e-5)
+    assert any(len(h.tokens) + 1 < limit[b] for b, options in enumerate(expected) for h in options)  # some ended
+
+
+def test_search_leaves_to_python_what_the_kernels_do_not_cover(loops):
+    needs_kernels()
+    model = translation_model("bahdanau")
+    loops(compiled=True)
+    src, lengths, limit = torch.randint(4, VOCAB, (2, 5)), torch.tensor([5, 3]), torch.tensor([6, 6])
+    with torch.no_grad():
+        memory = model.encode(src, lengths)
+        assert model.search_in_kernels(memory, limit, 2, 0.0, 1, False) is not None
+        model.train()  # dropout: the Python step draws it
+        assert model.search_in_kernels(memory, limit, 2, 0.0, 1, False) is None
+        model.eval()
+        assert model.search_in_kernels(memory, limit, VOCAB, 0.0, 1, False) is None  # too few words for the beam
+        model.decoder.fast_loop = False  # another decoder shape (LSTM, layers, every-step conditioning)
+        assert model.search_in_kernels(memory, limit, 2, 0.0, 1, False) is None
+    model.decoder.fast_loop = True
+    assert model.search_in_kernels(memory, limit, 2, 0.0, 1, False) is None  # gradients wanted
