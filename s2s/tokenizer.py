@@ -10,6 +10,7 @@ pad = 0, unk = 1, bos = 2, eos = 3.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -20,7 +21,7 @@ from typing import Protocol
 import sentencepiece as spm
 
 from s2s.config import TextTokenizerConfig, TokenizerConfig
-from s2s.errors import RunError
+from s2s.errors import RecipeError, RunError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -207,20 +208,35 @@ def train_one(config: TextTokenizerConfig, sentences: Iterable[str], prefix: Pat
     if config.type == "char":
         CharTokenizer.of(config, sentences).save(prefix.with_suffix(CharTokenizer.SUFFIX))
         return
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([s for s in sentences if s.strip()]),
-        model_prefix=str(prefix),
-        model_type=config.type,
-        vocab_size=config.vocab_size,
-        character_coverage=config.character_coverage,
-        hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports, not an error
-        split_digits=True,  # numbers are copied digit by digit, which generalises to unseen numbers
-        pad_id=PAD,
-        unk_id=UNK,
-        bos_id=BOS,
-        eos_id=EOS,
-        input_sentence_size=2_000_000,
-        shuffle_input_sentence=True,
-        num_threads=2,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter([s for s in sentences if s.strip()]),
+            model_prefix=str(prefix),
+            model_type=config.type,
+            vocab_size=config.vocab_size,
+            character_coverage=config.character_coverage,
+            hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports, not an error
+            split_digits=True,  # numbers are copied digit by digit, which generalises to unseen numbers
+            pad_id=PAD,
+            unk_id=UNK,
+            bos_id=BOS,
+            eos_id=EOS,
+            input_sentence_size=2_000_000,
+            shuffle_input_sentence=True,
+            num_threads=2,
+            minloglevel=2,
+        )
+    except RuntimeError as error:  # SentencePiece refuses settings the text cannot meet: say which key
+        raise RecipeError(sentencepiece_refusal(str(error), config)) from None
+
+
+def sentencepiece_refusal(message: str, config: TextTokenizerConfig) -> str:
+    """SentencePiece's error as a recipe error naming the key to change."""
+    short = message.strip().splitlines()[-1] if message.strip() else message
+    needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
+    if needed:
+        return (
+            f"tokenizer.vocab_size: {config.vocab_size} is too small for the {needed.group(2)} characters (and special "
+            "pieces) of the training text; raise it, or lower tokenizer.character_coverage"
+        )
+    return f"tokenizer: SentencePiece cannot train with these settings: {short}"

@@ -7,6 +7,7 @@ import pytest
 
 from s2s.config import TokenizerConfig
 from s2s.data.generated import dates_corpus
+from s2s.errors import RecipeError
 from s2s.tokenizer import BOS, EOS, PAD, UNK, TokenizerPair, strip_special, train_tokenizers
 
 PAIRS = dates_corpus({"train": 800}, seed=2)["train"]
@@ -38,3 +39,10 @@ def test_numbers_are_split_into_digits(tmp_path):
     pair = train_tokenizers(TokenizerConfig(vocab_size=100), PAIRS, tmp_path / "tok")
     pieces = pair.src.pieces(pair.src.encode(["1987"])[0])
     assert [p.strip("▁") for p in pieces if p.strip("▁")] == ["1", "9", "8", "7"]
+
+
+def test_a_vocabulary_too_small_for_the_texts_characters_is_a_recipe_error_and_leaves_no_tokenizer(tmp_path):
+    pairs = dates_corpus({"train": 300}, seed=1)["train"]  # some 50 distinct characters
+    with pytest.raises(RecipeError, match=r"^tokenizer\.vocab_size: 40 is too small for the \d+ characters"):
+        train_tokenizers(TokenizerConfig(vocab_size=40), pairs, tmp_path / "tokenizer")
+    assert list(tmp_path.iterdir()) == []  # neither the tokenizer nor its staging folder
