@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from s2s.errors import RecipeError
 
-Cell = Literal["gru", "lstm"]
+Cell = Literal["gru", "lstm", "rnn"]  # rnn: the plain (Elman) recurrent layer, tanh
 
 
 class Section(BaseModel):
@@ -171,14 +171,63 @@ class HubDataset(Section):
     hub_config: str | None = None
 
 
-class GeneratorConfig(Section):
-    """A corpus s2s makes itself (dates written the way people write them → ISO), so the quickstart needs no
-    download."""
+SEQUENCE_TASKS = ("copy", "reverse", "sort", "recall", "delayed_recall")
 
+
+class GeneratorConfig(Section):
+    """A corpus s2s makes itself, so that no download is needed: ``dates`` (the quickstart's: dates written the
+    way people write them → ISO), or an algorithmic task over letters: ``copy``, ``reverse`` or ``sort`` a
+    sequence; ``recall`` the value of the queried key among key-value pairs; ``delayed_recall``: give a sequence
+    back after ``lag`` blanks. The algorithmic tasks' test split may hold lengths never seen in training."""
+
+    task: Literal["dates", "copy", "reverse", "sort", "recall", "delayed_recall"] = "dates"
     train_size: int = Field(20000, gt=0)
     valid_size: int = Field(500, gt=0)
     test_size: int = Field(1000, gt=0)
     seed: int = 1
+    # the algorithmic tasks only:
+    symbols: int = Field(10, ge=2, le=26)  # distinct letters a, b, … the sequences (recall: the keys) are drawn from
+    train_lengths: tuple[int, int] = (1, 20)  # letters (recall: pairs) of train and valid examples, both ends in
+    test_lengths: tuple[int, int] | None = None  # the test split's: outside train_lengths; None: train_lengths
+    lag: int | None = None  # delayed_recall: blanks between the letters and their recall
+
+    @model_validator(mode="after")
+    def _task_settings(self) -> GeneratorConfig:
+        if self.task == "dates":
+            # a saved recipe writes every default: only a value of its own is a setting dates cannot use
+            keys = ("symbols", "train_lengths", "test_lengths", "lag")
+            given = [key for key in keys if getattr(self, key) != type(self).model_fields[key].default]
+            if given:
+                raise rule(given[0], f"applies to the algorithmic tasks ({', '.join(SEQUENCE_TASKS)}), not to dates")
+            return self
+        for key in ("train_lengths", "test_lengths"):
+            self._check_lengths(key)
+        if self.test_lengths is not None:
+            (first, last), (low, high) = self.train_lengths, self.test_lengths
+            if low <= last and first <= high:
+                raise rule(
+                    "test_lengths",
+                    f"[{low}, {high}] overlaps train_lengths [{first}, {last}]: unseen lengths lie outside them "
+                    "(leave test_lengths out to test on the training lengths)",
+                )
+        if self.task == "delayed_recall" and (self.lag is None or self.lag < 1):
+            raise rule("lag", f"delayed_recall needs a lag of at least 1 blank (got {self.lag})")
+        if self.task != "delayed_recall" and self.lag is not None:
+            raise rule("lag", f"applies to delayed_recall, not to {self.task}")
+        return self
+
+    def _check_lengths(self, key: str) -> None:
+        lengths = getattr(self, key)
+        if lengths is None:
+            return
+        low, high = lengths
+        if low < 1:
+            raise rule(key, f"lengths start at 1 (got {low})")
+        if high < low:
+            raise rule(key, f"[{low}, {high}] holds no length: the first is above the last")
+        if self.task == "recall" and high > self.symbols:
+            keys = f"recall needs a distinct key for each of up to {high} pairs, and symbols gives {self.symbols}"
+            raise rule(key, keys)
 
 
 class DataConfig(ByFormat):
@@ -412,8 +461,20 @@ class TokenizerConfig(TextTokenizerConfig):
     joint: bool = True  # one model for both languages, or one per side
 
 
-class EncoderConfig(Section):
+class RecurrentSection(Section):
+    """What every recurrent part of a model chooses: its cell, and an LSTM's initial forget-gate bias."""
+
     cell: Cell = "gru"
+    forget_bias: float | None = None  # LSTM: the forget gates' initial bias (1.0 is the usual advice); None: PyTorch's
+
+    @model_validator(mode="after")
+    def _forget_gates(self) -> RecurrentSection:
+        if self.forget_bias is not None and self.cell != "lstm":
+            raise rule("forget_bias", f"applies to an LSTM's forget gates, and this cell is {self.cell}")
+        return self
+
+
+class EncoderConfig(RecurrentSection):
     embedding_size: int = Field(256, gt=0)
     hidden_size: int = Field(256, gt=0)  # per direction
     layers: int = Field(1, gt=0)
@@ -428,8 +489,7 @@ class EncoderConfig(Section):
         return self.hidden_size * (2 if self.bidirectional else 1)
 
 
-class DecoderConfig(Section):
-    cell: Cell = "gru"
+class DecoderConfig(RecurrentSection):
     embedding_size: int = Field(256, gt=0)
     hidden_size: int = Field(256, gt=0)
     layers: int = Field(1, gt=0)
@@ -690,7 +750,7 @@ class TranslationRecipe(Recipe):
     model: ModelConfig = ModelConfig()
     eval: EvalConfig = EvalConfig()
 
-    SCORES: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match")
+    SCORES: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match", "token_accuracy")
 
 
 class ClassificationRecipe(Recipe):
@@ -772,10 +832,9 @@ class TaggingRecipe(Recipe):
     SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "oov_accuracy", "macro_f1")
 
 
-class LanguageModelConfig(Section):
-    """The recurrent decoder alone: embeddings → stacked unidirectional GRU/LSTM → next-token logits."""
+class LanguageModelConfig(RecurrentSection):
+    """The recurrent decoder alone: embeddings → stacked unidirectional GRU/LSTM/RNN → next-token logits."""
 
-    cell: Cell = "gru"
     embedding_size: int = Field(512, gt=0)
     hidden_size: int = Field(512, gt=0)
     layers: int = Field(2, gt=0)

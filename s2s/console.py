@@ -38,6 +38,9 @@ class RichEvents(Events):
             f"loss {record['loss']:.3f}  ppl {record['ppl']:.1f}  lr {record['lr']:.2e}  "
             f"{record['tokens_per_s']:,} tok/s  epoch {record['epoch']}"
         )
+        if record.get("grad_norm") is not None:
+            stats += f"  |grad| {record['grad_norm']:.3g}, {record['clipped']:.0%} clipped"
+
         self.progress.update(self.task, completed=record["step"], stats=stats)
 
     def validated(self, record: dict) -> None:

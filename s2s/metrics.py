@@ -23,6 +23,31 @@ def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, None))  # source words: the buckets of the long-sentence claims
+
+
+def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[str]) -> list[dict]:
+    """Corpus BLEU of the sentences whose source has 1–10, 11–20 and more than 20 words (whitespace-separated),
+    each with its sentence count: where a claim about long sentences can be checked. An empty bucket has BLEU None."""
+    from sacrebleu.metrics import BLEU
+
+    buckets = []
+    for low, high in LENGTH_BUCKETS:
+        rows = [i for i, s in enumerate(sources) if low <= len(s.split()) and (high is None or len(s.split()) <= high)]
+        score = BLEU().corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]) if rows else None
+        name = f"{low}-{high}" if high else f">{low - 1}"
+        buckets.append({"words": name, "sentences": len(rows), "bleu": round(score.score, 2) if score else None})
+    return buckets
+
+
+def token_accuracy(hypotheses: list[list[int]], references: list[list[int]]) -> float:
+    """The share of reference tokens (EOS left out) that the hypothesis has at the same position, in percent: a
+    sequence task's per-token score beside its exact match."""
+    pairs = zip(hypotheses, references, strict=True)
+    right = sum(h == r for hyp, ref in pairs for h, r in zip(hyp, ref, strict=False))  # a short hypothesis misses
+    return round(100.0 * right / max(1, sum(map(len, references))), 2)
+
+
 PUNCTUATION = re.compile(r"[^\w\s]+")
 CAPTION_SETTING = "lowercased, punctuation removed"  # what the conventional caption BLEU scores (coco-caption's)
 

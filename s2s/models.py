@@ -30,7 +30,7 @@ from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
 from s2s.modules.dropout import Dropout
 from s2s.modules.efficientnet import FEATURES as EFFICIENTNET_FEATURES
 from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet_lite0
-from s2s.modules.encoders import RNNEncoder
+from s2s.modules.encoders import RNNEncoder, set_forget_bias
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
 from s2s.modules.recurrence import reuse_weight_casts
@@ -154,6 +154,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, config.embedding_size, padding_idx=PAD)
         self.rnn = RecurrentStack(config.embedding_size, config.hidden_size, config.layers, config.cell, config.dropout)
+        set_forget_bias(self.rnn, config.forget_bias)
         self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, vocab_size)
         if config.tie_embeddings:
@@ -206,7 +207,7 @@ class LanguageModel(nn.Module):
 def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEncoder:
     """``joined``: the size of what the caller joins to each embedding before the first layer (a tagger's spelling
     vectors)."""
-    return RNNEncoder(
+    encoder = RNNEncoder(
         vocab_size,
         enc.embedding_size,
         enc.hidden_size,
@@ -218,6 +219,8 @@ def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEn
         enc.word_dropout,
         input_size=enc.embedding_size + joined,
     )
+    set_forget_bias(encoder, enc.forget_bias)
+    return encoder
 
 
 def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier:
@@ -283,7 +286,7 @@ def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Mod
 def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNNDecoder:
     """The recipe's decoder over an encoder of ``encoder_size``; the recipe's rules between decoder keys, and
     between the decoder and the encoder, were checked when it was loaded (s2s.config)."""
-    return RNNDecoder(
+    decoder = RNNDecoder(
         vocab_size=vocab_size,
         embedding_size=dec.embedding_size,
         hidden_size=dec.hidden_size,
@@ -296,6 +299,8 @@ def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNN
         every_step=dec.conditioning == "every_step",
         tie_embeddings=dec.tie_embeddings,
     )
+    set_forget_bias(decoder, dec.forget_bias)
+    return decoder
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

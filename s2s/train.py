@@ -12,10 +12,12 @@ import json
 import math
 import random
 import signal
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -89,6 +91,15 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+class Step(NamedTuple):
+    """What one update reports: its loss, the tokens it trained on (0: a non-finite loss skipped it) and the
+    gradients' norm before clipping (None when skipped)."""
+
+    loss: float
+    tokens: int
+    grad_norm: float | None
+
+
 @dataclass
 class Window:
     """Training figures since the last log line."""
@@ -96,10 +107,15 @@ class Window:
     loss: float = 0.0
     tokens: int = 0
     steps: int = 0
+    norms: list[float] = field(default_factory=list)  # the finite gradient norms before clipping
+    clipped: int = 0  # steps whose gradients clipping scaled down
     since: float = field(default_factory=time.monotonic)
 
-    def add(self, loss: float, tokens: int) -> None:
-        self.loss, self.tokens, self.steps = self.loss + loss, self.tokens + tokens, self.steps + 1
+    def add(self, step: Step, clip_norm: float) -> None:
+        self.loss, self.tokens, self.steps = self.loss + step.loss, self.tokens + step.tokens, self.steps + 1
+        if step.grad_norm is not None and math.isfinite(step.grad_norm):
+            self.norms.append(step.grad_norm)
+            self.clipped += step.grad_norm > clip_norm
 
 
 @dataclass
@@ -226,13 +242,13 @@ class Trainer:
         config, progress, train, processes = self.config, session.progress, session.train, self.processes
         shares = [processes.share(batch) for batch in batches]
         for (_, counts), batch in zip(shares, train.iterate([mine for mine, _ in shares]), strict=True):
-            loss, tokens = self.train_step(
+            step = self.train_step(
                 session.trained, session.optimizer, session.scaler, batch.to(self.device), progress, counts
             )
             progress.step += 1
             progress.batch_in_epoch += 1
-            if tokens:
-                session.window.add(loss, tokens)
+            if step.tokens:
+                session.window.add(step, config.clip_norm)
             if progress.step % config.log_every == 0:
                 self.log_window(session)
             if processes.any(signals.received is not None, self.device):
@@ -296,11 +312,9 @@ class Trainer:
             return "max_epochs"
         return None
 
-    def train_step(
-        self, model: nn.Module, optimizer, scaler, batch, progress: Progress, counts: bool = True
-    ) -> tuple[float, int]:
-        """One update; returns the loss and the tokens trained on, in all processes (0 when a non-finite loss
-        skipped the update). ``counts`` False: this process's share of the batch is a stand-in of weight zero."""
+    def train_step(self, model: nn.Module, optimizer, scaler, batch, progress: Progress, counts: bool = True) -> Step:
+        """One update, the same in all processes. ``counts`` False: this process's share of the batch is a
+        stand-in of weight zero."""
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(self.config, progress)
@@ -313,7 +327,7 @@ class Trainer:
         )
         if nonfinite:  # on any process: every process skips, or DDP would wait for the missing gradients
             self.skip_nonfinite(progress)
-            return 0.0, 0
+            return Step(0.0, 0, None)
         progress.nonfinite_in_row = 0
         reported = loss.detach()
         if self.processes.world > 1:  # DDP averages over processes; the mean must be over the whole batch
@@ -321,12 +335,12 @@ class Trainer:
         scaler.scale(loss).backward()
         if scaler.is_enabled():
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
             scaler.step(optimizer)  # with fp16, the scaler skips steps whose gradients overflowed
             scaler.update()
         else:
-            clip_and_step(optimizer, self.config.clip_norm)
-        return float(reported), int(tokens)
+            norm = clip_and_step(optimizer, self.config.clip_norm)
+        return Step(float(reported), int(tokens), float(norm))
 
     def skip_nonfinite(self, progress: Progress) -> None:
         progress.skipped_steps += 1
@@ -349,6 +363,10 @@ class Trainer:
             "ppl": round(math.exp(min(loss, 50)), 2),
             "lr": session.optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(window.tokens / max(1e-9, time.monotonic() - window.since)),
+            # the gradients' norm before clipping (mean over the window) and the share of steps clipping scaled down:
+            # what vanishing or exploding gradients look like from outside
+            "grad_norm": round(statistics.fmean(window.norms), 4) if window.norms else None,
+            "clipped": round(window.clipped / len(window.norms), 4) if window.norms else None,
         }
         self.log(record)
         self.events.step(record)
@@ -471,21 +489,23 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
 
 
-def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
-    """``clip_grad_norm_(max_norm)`` then ``optimizer.step()``. A fused optimizer takes the clipping factor as its
-    ``grad_scale`` (which it divides every gradient by as it reads it, as GradScaler's unscaling does), so the
-    gradients are not rewritten first: one pass over every gradient less a step."""
+def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_(max_norm)`` then ``optimizer.step()``; returns the gradients' norm before clipping. A fused
+    optimizer takes the clipping factor as its ``grad_scale`` (which it divides every gradient by as it reads it, as
+    GradScaler's unscaling does), so the gradients are not rewritten first: one pass over every gradient less a
+    step."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not optimizer.defaults.get("fused") or not params:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
-        return
+        return norm
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
     optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # clip_grad_norm_'s factor, inverted
     try:
         optimizer.step()
     finally:
         del optimizer.grad_scale
+    return norm
 
 
 def learning_rate(config: TrainConfig, progress: Progress) -> float:

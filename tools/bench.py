@@ -166,7 +166,7 @@ def train_speed(trainer: Trainer, model, optimizer, scaler, train: Examples, war
         synchronize(device)
         started = time.perf_counter()
         batch = train.batch(indices)
-        loss, tokens = trainer.train_step(model, optimizer, scaler, batch.to(device), progress)
+        loss, tokens, _ = trainer.train_step(model, optimizer, scaler, batch.to(device), progress)
         synchronize(device)
         seconds = time.perf_counter() - started
         progress.step += 1

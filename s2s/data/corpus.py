@@ -10,7 +10,7 @@ import gzip
 from pathlib import Path
 
 from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, PairColumns
-from s2s.data.generated import dates_corpus
+from s2s.data.generated import dates_corpus, sequence_corpus
 from s2s.data.splits import holdout_rows, split_spec
 from s2s.errors import DataError
 
@@ -40,7 +40,10 @@ def read_split(data: DataConfig, split: str) -> list[Pair]:
 def generated_split(data: GeneratedPairs, split: str) -> list[Pair]:
     gen = data.generator
     sizes = {"train": gen.train_size, "valid": gen.valid_size, "test": gen.test_size}
-    return dates_corpus(sizes, gen.seed)[split]
+    if gen.task == "dates":
+        return dates_corpus(sizes, gen.seed)[split]
+    corpus = sequence_corpus(gen.task, sizes, gen.seed, gen.symbols, gen.train_lengths, gen.test_lengths, gen.lag)
+    return corpus[split]
 
 
 def read_lines(path: Path) -> list[str]:

@@ -1,14 +1,23 @@
-"""Corpora that s2s makes itself, so that the quickstart needs no download.
+"""Corpora that s2s makes itself, so that the quickstart and the classic algorithmic tasks need no download.
 
 ``dates``: a date written the way people write it ("Wednesday, March 3, 2021", "3rd of march 2021", "03.03.2021")
 → its ISO form ("2021-03-03"). Every split holds different calendar days, so the test split measures
 generalisation, not memory.
+
+The algorithmic tasks, over the first ``symbols`` letters, one character per token (``tokenizer.type: char``):
+``copy`` ("cabd" → "cabd"), ``reverse`` (→ "dbac"), ``sort`` (→ "abcd"), ``recall`` (key-value pairs, a query,
+and the queried key's value: "a3c1d7?c" → "1", after the associative recall of Graves et al. 2014 and Ba et al.
+2016) and ``delayed_recall`` (the letters, ``lag`` blanks, and the letters to give back: "cab..." → "cab", the
+long time lags of Hochreiter & Schmidhuber 1997; a decoder without attention must carry them across the blanks).
+Train and valid examples have lengths in ``train_lengths``, test examples in ``test_lengths`` (outside them, so
+that the test measures lengths never trained on), each length drawn uniformly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+import string
 
 MONTHS = [
     "January",
@@ -67,3 +76,43 @@ def dates_corpus(sizes: dict[str, int], seed: int) -> dict[str, list[tuple[str, 
         splits[name] = pairs
         start += size
     return splits
+
+
+BLANK, QUERY, DIGITS = ".", "?", string.digits  # recall's values are digits, its keys letters
+
+
+def sequence_corpus(
+    task: str,
+    sizes: dict[str, int],
+    seed: int,
+    symbols: int,
+    train_lengths: tuple[int, int],
+    test_lengths: tuple[int, int] | None,
+    lag: int | None,
+) -> dict[str, list[tuple[str, str]]]:
+    """Pairs (input, answer) per split of an algorithmic task, drawn in split order from one seeded generator."""
+    rng, letters = random.Random(seed), string.ascii_lowercase[:symbols]
+    splits = {}
+    for name, size in sizes.items():
+        low, high = test_lengths if name == "test" and test_lengths else train_lengths
+        splits[name] = [task_example(task, rng, letters, rng.randint(low, high), lag) for _ in range(size)]
+    return splits
+
+
+def task_example(task: str, rng: random.Random, letters: str, length: int, lag: int | None) -> tuple[str, str]:
+    """One (input, answer) of ``task`` with ``length`` letters (recall: ``length`` key-value pairs)."""
+    if task == "recall":
+        keys = rng.sample(letters, length)
+        values = [rng.choice(DIGITS) for _ in keys]
+        asked = rng.randrange(length)
+        return "".join(k + v for k, v in zip(keys, values, strict=True)) + QUERY + keys[asked], values[asked]
+    sequence = "".join(rng.choice(letters) for _ in range(length))
+    if task == "copy":
+        return sequence, sequence
+    if task == "reverse":
+        return sequence, sequence[::-1]
+    if task == "sort":
+        return sequence, "".join(sorted(sequence))
+    if task == "delayed_recall":
+        return sequence + BLANK * lag, sequence
+    raise ValueError(f"unknown task {task!r}")

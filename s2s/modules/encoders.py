@@ -1,4 +1,4 @@
-"""Recurrent encoder: embeddings → stacked (bi)LSTM/GRU over the source; padding never reaches a real state."""
+"""Recurrent encoder: embeddings → stacked (bi)GRU/LSTM/RNN over the source; padding never reaches a real state."""
 
 from __future__ import annotations
 
@@ -12,7 +12,24 @@ from s2s.modules.dropout import Dropout
 from s2s.modules.recurrence import stacked_gru
 from s2s.tokenizer import PAD, UNK
 
-RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}  # nn.RNN: Elman's layer, h' = tanh(W x + U h + b)
+
+
+def set_forget_bias(module: nn.Module, value: float | None) -> None:
+    """Every LSTM layer in ``module`` starts with its forget gates' bias at ``value`` (Gers et al. 2000; 1.0 after
+    Jozefowicz et al. 2015), so that early in training the cell keeps what it holds. PyTorch adds two biases, so the
+    input one gets ``value`` and the hidden one 0 in the forget gates' slice (the second quarter: gates i, f, g, o).
+    None keeps PyTorch's initialisation."""
+    if value is None:
+        return
+    with torch.no_grad():
+        for lstm in (layer for layer in module.modules() if isinstance(layer, nn.LSTM)):
+            forget = slice(lstm.hidden_size, 2 * lstm.hidden_size)
+            for name, bias in lstm.named_parameters():
+                if name.startswith("bias_ih"):
+                    bias[forget] = value
+                elif name.startswith("bias_hh"):
+                    bias[forget] = 0.0
 
 
 class EncoderOutput(NamedTuple):

@@ -1,8 +1,10 @@
-"""Stacked unidirectional GRU or LSTM layers that take an initial state and return the final one: the body of a
-language model, whose state is carried from one segment of a stream to the next and from a prompt into generation.
+"""Stacked unidirectional GRU, LSTM or plain RNN layers that take an initial state and return the final one: the body
+of a language model, whose state is carried from one segment of a stream to the next and from a prompt into
+generation.
 
 GRU layers on the CPU run s2s's own recurrence (``s2s.modules.recurrence``: the compiled kernels where
-``s2s.kernels`` has them), as the encoder's do; LSTM layers, and GRU layers on other devices, run PyTorch's.
+``s2s.kernels`` has them), as the encoder's do; LSTM and plain RNN layers, and GRU layers on other devices, run
+PyTorch's.
 Dropout is applied between layers (not inside the recurrence), as ``nn.GRU(dropout=...)`` does.
 """
 
@@ -28,7 +30,7 @@ class RecurrentStack(nn.Module):
             for number in range(layers)
         )
         self.dropout = Dropout(dropout)
-        self.lstm, self.hidden_size = cell == "lstm", hidden_size
+        self.lstm, self.own_gru, self.hidden_size = cell == "lstm", cell == "gru", hidden_size
 
     @property
     def state_dtype(self) -> torch.dtype:
@@ -59,7 +61,7 @@ class RecurrentStack(nn.Module):
             h, c = state
             out, (h, c) = rnn(x, (h.unsqueeze(0).to(x.dtype), c.unsqueeze(0).to(x.dtype)))
             return out, (h[0].to(acc), c[0].to(acc))
-        if kernels.fused_rnn(x):
+        if kernels.fused_rnn(x) or not self.own_gru:
             out, h = rnn(x, state.unsqueeze(0).to(x.dtype))
             return out, h[0].to(acc)
         gates = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1).unsqueeze(1)  # [T, 1, B, 3H]

@@ -15,7 +15,7 @@ from s2s.data.corpus import load_split, read_text_pair
 from s2s.errors import DataError, UsageError
 from s2s.files import write_text
 from s2s.inference import Translation, Translator
-from s2s.metrics import score_corpus
+from s2s.metrics import bleu_by_length, score_corpus, token_accuracy
 from s2s.models import Seq2Seq, build_seq2seq
 from s2s.pipelines import EvalSource, Evaluation
 from s2s.tokenizer import TokenizerPair, train_tokenizers
@@ -103,11 +103,13 @@ class TranslationPipeline:
         return translator.translate(valid.src_text[:count], beam_size=beam_size)
 
     def score(self, translator: Translator, valid: Corpus, loss: float) -> dict:
-        """BLEU, chrF and exact match of (the first ``eval.valid_sentences`` of) the valid split."""
+        """BLEU, chrF, exact match and token accuracy of (the first ``eval.valid_sentences`` of) the valid split."""
         config = self.recipe.eval
         translations = self.predict(translator, valid, config.valid_sentences, config.valid_beam_size)
         scores = score_corpus(best(translations), valid.tgt_text[: len(translations)])
-        return {**{k: scores[k] for k in ("bleu", "chrf", "exact_match")}, "signature": scores["signature"]["bleu"]}
+        tokens = token_accuracy([t[0].hypothesis.tokens for t in translations], valid.tgt[: len(translations)])
+        chosen = {k: scores[k] for k in ("bleu", "chrf", "exact_match")}
+        return {**chosen, "token_accuracy": tokens, "signature": scores["signature"]["bleu"]}
 
     def evaluate(self, translator: Translator, source: EvalSource, options: dict, out: Path) -> Evaluation:
         """BLEU, chrF and exact match of a split or of ``--src``/``--ref`` files; hypotheses (and attention heat
@@ -120,13 +122,21 @@ class TranslationPipeline:
             pairs = read_text_pair(source.files["src"], source.files["ref"])
         sources, search = [s for s, _ in pairs], {"beam_size": options.get("beam"), "alpha": options.get("alpha")}
         started = time.perf_counter()
-        hypotheses = best(translator.translate(sources, **search))
-        scores = {**score_corpus(hypotheses, [t for _, t in pairs]), "seconds": round(time.perf_counter() - started, 2)}
+        translations = translator.translate(sources, **search)
+        hypotheses, references = best(translations), [t for _, t in pairs]
+        scores = {**score_corpus(hypotheses, references), "seconds": round(time.perf_counter() - started, 2)}
+        scores["token_accuracy"] = token_accuracy(
+            [t[0].hypothesis.tokens for t in translations], translator.tokenizers.tgt.encode(references)
+        )
+        scores["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
         scores["hypotheses"] = str(write_text(out / f"{source.name}.hyp.txt", hypotheses))
         report = [
             f"BLEU  {scores['bleu']:6.2f}  {scores['signature']['bleu']}",
             f"chrF  {scores['chrf']:6.2f}  {scores['signature']['chrf']}",
             f"exact {scores['exact_match']:6.2f}  ({scores['n_sentences']} sentences, {scores['seconds']:.1f} s)",
+            f"token accuracy {scores['token_accuracy']:6.2f}",
+            "BLEU by source words: "
+            + "  ".join(f"{b['words']}: {b['bleu']} ({b['sentences']})" for b in scores["bleu_by_length"]),
             f"hypotheses: {scores['hypotheses']}",
         ]
         if options.get("plot_attention"):

@@ -69,8 +69,9 @@ ROWS = {
     ),
     "unknown key, nothing close": (
         TRANSLATION,
-        {"data.generator.task": "dates"},
-        "data.generator.task: unknown key; known keys: train_size, valid_size, test_size, seed",
+        {"data.generator.flavour": "dates"},
+        "data.generator.flavour: unknown key; known keys: task, train_size, valid_size, test_size, seed, symbols, "
+        "train_lengths, test_lengths, lag",
     ),
     "wrong type": (
         TRANSLATION,
@@ -90,7 +91,7 @@ ROWS = {
     "bad literal": (
         TRANSLATION,
         {"model.encoder.cell": "lstmm"},
-        "model.encoder.cell: 'lstmm' is not one of: gru, lstm",
+        "model.encoder.cell: 'lstmm' is not one of: gru, lstm, rnn",
     ),
     "bad task": (
         TRANSLATION,
@@ -213,7 +214,7 @@ ROWS = {
     "keep_best_by of another task": (
         TRANSLATION,
         {"train.keep_best_by": "bleu4"},
-        "train.keep_best_by: 'bleu4' is not one of: bleu, chrf, exact_match, loss",
+        "train.keep_best_by: 'bleu4' is not one of: bleu, chrf, exact_match, token_accuracy, loss",
     ),
     "average more checkpoints than are kept": (
         TRANSLATION,

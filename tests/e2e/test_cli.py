@@ -132,6 +132,16 @@ def test_evaluate_split_writes_one_hypothesis_per_test_sentence_to_run_eval(eval
     assert result["exact_match"] == score_corpus(lines, [t for _, t in split_pairs])["exact_match"]
 
 
+def test_evaluate_split_scores_bleu_by_source_length_and_token_accuracy(evaluated_test_split, split_pairs):
+    result = json.loads(evaluated_test_split.stdout)
+    buckets = result["bleu_by_length"]
+    assert [b["words"] for b in buckets] == ["1-10", "11-20", ">20"]
+    assert sum(b["sentences"] for b in buckets) == len(split_pairs)
+    for bucket in buckets:
+        assert (bucket["bleu"] is None) == (bucket["sentences"] == 0)
+    assert 0.0 <= result["token_accuracy"] <= 100.0
+
+
 def test_evaluate_hypotheses_are_the_models_translations(evaluated_test_split, run, split_pairs, translator):
     lines = (run / "eval" / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
     assert lines == translator.best([s for s, _ in split_pairs])
@@ -191,7 +201,7 @@ def set_key(tree: dict, dotted: str, value) -> dict:
 RECIPE_ERRORS = [
     pytest.param(
         lambda t: set_key(t, "model.encoder.cell", "lstmm"),
-        "model.encoder.cell: 'lstmm' is not one of: gru, lstm",
+        "model.encoder.cell: 'lstmm' is not one of: gru, lstm, rnn",
         id="bad-choice",
     ),
     pytest.param(

@@ -25,13 +25,23 @@ def with_change(path: str, value) -> dict:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("model.encoder.cell", "lstmm", "model.encoder.cell: 'lstmm' is not one of: gru, lstm"),
+        ("model.encoder.cell", "lstmm", "model.encoder.cell: 'lstmm' is not one of: gru, lstm, rnn"),
         (
             "model.decoder.attention",
             "dot",
             "model.decoder.attention: 'dot' is not one of: none, bahdanau, luong_dot, luong_general",
         ),
         ("model.encoder.layers", 0, "model.encoder.layers: input should be greater than 0 (got 0)"),
+        (
+            "model.encoder.forget_bias",
+            1.0,
+            "model.encoder.forget_bias: applies to an LSTM's forget gates, and this cell is gru",
+        ),
+        (
+            "model.decoder.forget_bias",
+            1.0,
+            "model.decoder.forget_bias: applies to an LSTM's forget gates, and this cell is gru",
+        ),
         ("model.encoder.hiden_size", 3, "model.encoder.hiden_size: unknown key; did you mean 'hidden_size'?"),
         ("train.lr", "fast", "train.lr: input should be a valid number, unable to parse string as a number"),
         ("train.max_time", "soon", "train.max_time: 'soon' is not a duration such as 90, 90s, 25m or 1.5h"),

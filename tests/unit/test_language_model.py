@@ -75,7 +75,7 @@ def small_language_model(cell: str) -> LanguageModel:
     return LanguageModel(12, config).double().eval()
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_segments_with_the_state_carried_score_a_stream_as_reading_it_in_one_piece(cell):
     model = small_language_model(cell)
     ids = torch.randint(4, 12, (61,), generator=torch.Generator().manual_seed(1)).tolist()
@@ -210,7 +210,7 @@ def test_a_prompt_is_read_before_generation_goes_on_from_its_last_character():
     assert len(generator.generate("", 10, Sampling(temperature=0.0))[0]) == 10  # an empty prompt is allowed
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_prompts_of_different_lengths_drawn_together_give_what_each_gives_alone(cell):
     generator = generator_of(small_language_model(cell))
     prompts, lengths, greedy = ["abc", "", "cab", "abc"], [12, 5, 9, 3], Sampling(temperature=0.0)

@@ -12,7 +12,7 @@ import torch
 from s2s.config import DecoderConfig, EncoderConfig, ModelConfig
 from s2s.data.batching import collate
 from s2s.models import build_seq2seq
-from s2s.modules.encoders import reverse_padded
+from s2s.modules.encoders import RNNEncoder, reverse_padded
 from tests.helpers import SENTENCES, TARGETS, VOCAB, small_model
 
 
@@ -26,7 +26,7 @@ def teacher_forced(model, batch) -> torch.Tensor:
 VARIANTS = [
     dict(cell=c, bidirectional=b, attention=a, reverse=r)
     for c, b, a, r in itertools.product(
-        ["gru", "lstm"], [True, False], ["bahdanau", "luong_general", "none"], [False, True]
+        ["gru", "lstm", "rnn"], [True, False], ["bahdanau", "luong_general", "none"], [False, True]
     )
 ] + [
     dict(attention="luong_dot"),
@@ -174,3 +174,47 @@ def test_several_decoder_rows_per_source_read_the_memory_as_if_it_were_copied_fo
     if copied_weights is not None:
         torch.testing.assert_close(shared_weights, copied_weights)
     torch.testing.assert_close(shared_state, copied_state)
+
+
+def test_a_plain_rnn_layer_is_torch_nn_rnn_with_tanh_both_ways():
+    torch.manual_seed(0)
+    encoder = RNNEncoder(VOCAB, 8, 6, 1, "rnn", True, 0.0, False).eval()
+    forward, backward = encoder.layers[0]
+    assert isinstance(forward, torch.nn.RNN) and forward.nonlinearity == "tanh"
+    src = torch.tensor([[5, 9, 4, 7, 6]])
+    with torch.no_grad():
+        states = encoder(src, torch.tensor([5])).states[0]  # [S, 2 × 6]
+        embedded = encoder.embed(src)
+        reference = torch.nn.RNN(8, 6, batch_first=True)  # the same weights in a module of its own
+        reference.load_state_dict(forward.state_dict())
+        torch.testing.assert_close(states[:, :6], reference(embedded)[0][0])
+        reference.load_state_dict(backward.state_dict())
+        torch.testing.assert_close(states[:, 6:], reference(embedded.flip(1))[0][0].flip(0))
+
+
+def test_forget_bias_sets_exactly_the_forget_gates_slice_of_every_lstm_bias():
+    def lstm_biases(model) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in model.named_parameters() if ".bias_" in name}
+
+    def built(encoder_bias, decoder_bias):
+        torch.manual_seed(0)
+        config = ModelConfig(
+            encoder=EncoderConfig(cell="lstm", hidden_size=6, layers=2, forget_bias=encoder_bias),
+            decoder=DecoderConfig(cell="lstm", hidden_size=12, forget_bias=decoder_bias),
+        )
+        return lstm_biases(build_seq2seq(config, VOCAB, VOCAB))
+
+    plain, set_ = built(None, None), built(1.0, 2.5)
+    checked = 0
+    for name, bias in plain.items():
+        if "rnn" not in name and "layers" not in name:
+            torch.testing.assert_close(set_[name], bias)  # not an LSTM's (attention, output, bridge)
+            continue
+        hidden = bias.numel() // 4
+        forget = slice(hidden, 2 * hidden)
+        value = 1.0 if name.startswith("encoder") else 2.5
+        expected = bias.clone()
+        expected[forget] = value if "bias_ih" in name else 0.0
+        torch.testing.assert_close(set_[name], expected)
+        checked += 1
+    assert checked == 2 * 2 * 2 + 2  # encoder: 2 layers × 2 directions × 2 biases; decoder: 2 biases

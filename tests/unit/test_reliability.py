@@ -52,10 +52,11 @@ def test_non_finite_losses_skip_the_update_and_too_many_in_a_row_stop_the_run(tm
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     batch = type("B", (), {"n_tokens": 5, "n_predictions": 5, "to": lambda self, device: self})()
     for _ in range(2):
-        assert trainer.train_step(model, optimizer, scaler, batch, progress) == (0.0, 0)
+        assert trainer.train_step(model, optimizer, scaler, batch, progress) == (0.0, 0, None)
     assert torch.equal(model.weight.detach(), torch.ones(3))  # no update was made
     model.diverged = False
-    assert trainer.train_step(model, optimizer, scaler, batch, progress) == (3.0, 5)
+    step = trainer.train_step(model, optimizer, scaler, batch, progress)
+    assert step[:2] == (3.0, 5) and step.grad_norm == pytest.approx(3**0.5)  # the norm before clipping to 1
     assert progress.nonfinite_in_row == 0 and progress.skipped_steps == 2
     model.diverged = True
     for _ in range(2):

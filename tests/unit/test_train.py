@@ -46,6 +46,13 @@ def test_a_short_training_run_lowers_the_loss(trained_run):
     assert all(k in valid[0] for k in ("loss", "ppl", "bleu", "chrf", "exact_match", "signature"))
 
 
+def test_the_log_reports_the_gradient_norm_before_clipping_and_the_share_of_clipped_steps(trained_run):
+    clip = load_recipe(trained_run / "recipe.yaml").train.clip_norm
+    for record in log_records(trained_run, "train"):
+        assert record["grad_norm"] > 0 and 0 <= record["clipped"] <= 1
+        assert record["clipped"] > 0 or record["grad_norm"] <= clip  # a mean above the limit: some step clipped
+
+
 def test_the_run_directory_holds_recipe_tokenizer_checkpoints_and_log(trained_run):
     for name in (
         "recipe.yaml",

@@ -1,0 +1,66 @@
+"""The plain (Elman) recurrent cell, ``cell: rnn``, wherever a recipe takes a cell: every shipped recipe with a
+recurrent part accepts it, and a short run of every problem shape trains with it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2s.config import DecoderConfig, EncoderConfig, LanguageModelConfig, load_recipe
+from s2s.train import Trainer
+from tests.helpers import (
+    ROOT,
+    SHAPES_RUN,
+    TINY,
+    toy_language_model_recipe,
+    toy_sentiment_recipe,
+    toy_tagging_recipe,
+    write_recipe,
+)
+
+
+def rnn_overrides(recipe) -> list[str]:
+    """``--set`` values that make every recurrent part of ``recipe`` a plain RNN."""
+    model = recipe.model
+    if isinstance(model, LanguageModelConfig):
+        return ["model.cell=rnn"]
+    parts = [("encoder", EncoderConfig), ("decoder", DecoderConfig)]
+    return [f"model.{name}.cell=rnn" for name, kind in parts if isinstance(getattr(model, name, None), kind)]
+
+
+@pytest.mark.parametrize("recipe_file", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_takes_the_plain_rnn_cell_for_each_recurrent_part(recipe_file):
+    overrides = rnn_overrides(load_recipe(recipe_file, check_files=False))
+    assert overrides  # every recipe has a recurrent part: an encoder, a decoder or a language model
+    recipe = load_recipe(recipe_file, overrides, check_files=False)
+    for override in overrides:
+        section = recipe.model
+        for key in override.removeprefix("model.").split(".")[:-1]:
+            section = getattr(section, key)
+        assert section.cell == "rnn"
+
+
+SHAPES = {
+    "translation": lambda directory: TINY,
+    "classification": toy_sentiment_recipe,
+    "tagging": toy_tagging_recipe,
+    "language model": toy_language_model_recipe,
+    "captioning": lambda directory: SHAPES_RUN,
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_problem_shape_trains_with_plain_rnn_cells(tmp_path, shape):
+    recipe_file = write_recipe(tmp_path / "recipe.yaml", SHAPES[shape](tmp_path))
+    short = ["train.max_steps=8", "train.validate_every=8", "train.log_every=4"]
+    overrides = rnn_overrides(load_recipe(recipe_file, check_files=False)) + short
+    torch.manual_seed(0)
+    Trainer(load_recipe(recipe_file, overrides), tmp_path / "run").run()
+    records = [json.loads(line) for line in Path(tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["event"] == "train"]
+    assert [r["step"] for r in steps] == [4, 8] and all(math.isfinite(r["loss"]) for r in steps)
+    assert [r["step"] for r in records if r["event"] == "valid"] == [8]
