@@ -121,7 +121,6 @@ def projected_cross_entropy(
     reduction="sum")`` to the precision of the autocast dtype. Without gradients (validation) it is exactly that."""
     if not torch.is_grad_enabled():
         return F.cross_entropy(output(hidden).float(), target, label_smoothing=smoothing, reduction="sum")
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-    with torch.autocast(device, enabled=False):
+    dtype = kernels.products_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
         return ProjectedCrossEntropy.apply(hidden, output.weight, output.bias, target, smoothing, dtype)

@@ -31,9 +31,9 @@ def bleu_by_length(sources: list[str], hypotheses: list[str], references: list[s
     each with its sentence count: where a claim about long sentences can be checked. An empty bucket has BLEU None."""
     from sacrebleu.metrics import BLEU
 
-    buckets = []
+    words, buckets = [len(s.split()) for s in sources], []
     for low, high in LENGTH_BUCKETS:
-        rows = [i for i, s in enumerate(sources) if low <= len(s.split()) and (high is None or len(s.split()) <= high)]
+        rows = [i for i, n in enumerate(words) if low <= n and (high is None or n <= high)]
         score = BLEU().corpus_score([hypotheses[i] for i in rows], [[references[i] for i in rows]]) if rows else None
         name = f"{low}-{high}" if high else f">{low - 1}"
         buckets.append({"words": name, "sentences": len(rows), "bleu": round(score.score, 2) if score else None})

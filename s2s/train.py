@@ -12,7 +12,6 @@ import json
 import math
 import random
 import signal
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,14 +106,15 @@ class Window:
     loss: float = 0.0
     tokens: int = 0
     steps: int = 0
-    norms: list[float] = field(default_factory=list)  # the finite gradient norms before clipping
+    norm_sum: float = 0.0  # of the finite gradient norms before clipping
+    norms: int = 0  # steps with a finite norm
     clipped: int = 0  # steps whose gradients clipping scaled down
     since: float = field(default_factory=time.monotonic)
 
     def add(self, step: Step, clip_norm: float) -> None:
         self.loss, self.tokens, self.steps = self.loss + step.loss, self.tokens + step.tokens, self.steps + 1
         if step.grad_norm is not None and math.isfinite(step.grad_norm):
-            self.norms.append(step.grad_norm)
+            self.norm_sum, self.norms = self.norm_sum + step.grad_norm, self.norms + 1
             self.clipped += step.grad_norm > clip_norm
 
 
@@ -365,8 +365,8 @@ class Trainer:
             "tokens_per_s": round(window.tokens / max(1e-9, time.monotonic() - window.since)),
             # the gradients' norm before clipping (mean over the window) and the share of steps clipping scaled down:
             # what vanishing or exploding gradients look like from outside
-            "grad_norm": round(statistics.fmean(window.norms), 4) if window.norms else None,
-            "clipped": round(window.clipped / len(window.norms), 4) if window.norms else None,
+            "grad_norm": round(window.norm_sum / window.norms, 4) if window.norms else None,
+            "clipped": round(window.clipped / window.norms, 4) if window.norms else None,
         }
         self.log(record)
         self.events.step(record)

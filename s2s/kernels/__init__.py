@@ -86,6 +86,13 @@ def usable(like: torch.Tensor, acc: torch.dtype, products: torch.dtype) -> bool:
     return fits and not _held_off and available()
 
 
+def products_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype matrix products on ``like``'s device run in at this point: autocast's, or fp32 without it (what
+    the loops pass to ``usable`` as ``products``)."""
+    device = like.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+
+
 def fused_rnn(like: torch.Tensor) -> bool:
     """Whether recurrent layers over tensors like ``like`` run the device's fused RNN (cuDNN on CUDA) rather than
     s2s's own recurrence, which is written for the CPU: everywhere but the CPU, whatever ``S2S_KERNELS`` says."""

@@ -173,7 +173,7 @@ class RNNDecoder(nn.Module):
             self.rnn,
             self.attention,
             self.combine,
-            products_dtype(embedded),
+            kernels.products_dtype(embedded),
         )
         return outputs, weights, DecoderState(hidden.unsqueeze(0), outputs[:, -1])
 
@@ -183,7 +183,7 @@ class RNNDecoder(nn.Module):
         """Greedy search (``beam_size`` 1) or beam search in the compiled kernels: tokens [B, nbest, L], scores
         [B, nbest], attention [B, nbest, L, S] (see ``fed_attention_search``); None where the kernels do not cover
         the search: another decoder shape, dropout on (training mode), gradients, or ``s2s.kernels.usable`` says no."""
-        dtype = products_dtype(memory.states)
+        dtype = kernels.products_dtype(memory.states)
         covered = self.fast_loop and not self.training and not torch.is_grad_enabled()
         if not covered or self.output.out_features < 2 * beam_size:  # (search explains a vocabulary that small)
             return None
@@ -246,12 +246,6 @@ class RNNDecoder(nn.Module):
         hidden = tuple(h[:, order] for h in hidden) if isinstance(hidden, tuple) else hidden[:, order]
         feed = None if state.feed is None else state.feed[order]
         return DecoderState(hidden, feed)
-
-
-def products_dtype(like: torch.Tensor) -> torch.dtype:
-    """The dtype of matrix products on ``like``'s device here: autocast's, or fp32."""
-    device = like.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
 
 
 def per_row(x: torch.Tensor, rows: int) -> torch.Tensor:

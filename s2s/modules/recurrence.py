@@ -182,6 +182,4 @@ def gru_loop_backward(d_states, hs, rz, n, gh_n, w, dtype):
 
 def stacked_gru(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
     """``StackedGRU`` in the autocast dtype of the moment: gi [S, D, B, 3H], h0 [D, B, H] → states [S, D, B, H]."""
-    device = gi.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-    return StackedGRU.apply(gi, h0, w_hh, b_hh, dtype)
+    return StackedGRU.apply(gi, h0, w_hh, b_hh, kernels.products_dtype(gi))

@@ -107,7 +107,7 @@ class TranslationPipeline:
         config = self.recipe.eval
         translations = self.predict(translator, valid, config.valid_sentences, config.valid_beam_size)
         scores = score_corpus(best(translations), valid.tgt_text[: len(translations)])
-        tokens = token_accuracy([t[0].hypothesis.tokens for t in translations], valid.tgt[: len(translations)])
+        tokens = token_accuracy(best_tokens(translations), valid.tgt[: len(translations)])
         chosen = {k: scores[k] for k in ("bleu", "chrf", "exact_match")}
         return {**chosen, "token_accuracy": tokens, "signature": scores["signature"]["bleu"]}
 
@@ -125,9 +125,8 @@ class TranslationPipeline:
         translations = translator.translate(sources, **search)
         hypotheses, references = best(translations), [t for _, t in pairs]
         scores = {**score_corpus(hypotheses, references), "seconds": round(time.perf_counter() - started, 2)}
-        scores["token_accuracy"] = token_accuracy(
-            [t[0].hypothesis.tokens for t in translations], translator.tokenizers.tgt.encode(references)
-        )
+        reference_ids = translator.tokenizers.tgt.encode(references)
+        scores["token_accuracy"] = token_accuracy(best_tokens(translations), reference_ids)
         scores["bleu_by_length"] = bleu_by_length(sources, hypotheses, references)
         scores["hypotheses"] = str(write_text(out / f"{source.name}.hyp.txt", hypotheses))
         report = [
@@ -150,3 +149,8 @@ class TranslationPipeline:
 
 def best(translations: list[list[Translation]]) -> list[str]:
     return [options[0].text for options in translations]
+
+
+def best_tokens(translations: list[list[Translation]]) -> list[list[int]]:
+    """The token ids of each source's best translation."""
+    return [options[0].hypothesis.tokens for options in translations]
