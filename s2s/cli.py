@@ -169,7 +169,10 @@ def train(
     if recipe is None and resume is None:
         raise typer.BadParameter("give a RECIPE, or --resume RUN", param_hint="RECIPE")
     recipe_path = recipe if recipe is not None else resume / "recipe.yaml"
-    config = load_recipe(recipe_path, set_ or [])
+    notes: list[str] = []
+    config = load_recipe(recipe_path, set_ or [], notes=notes)
+    for note in notes:
+        print(f"s2s: note: {note}", file=sys.stderr)
     target = resume or run_dir or Path(config.run_dir or f"runs/{config.name}")
     config.run_dir = str(target)
     if overwrite and resume is None:

@@ -461,6 +461,20 @@ class TokenizerConfig(TextTokenizerConfig):
     joint: bool = True  # one model for both languages, or one per side
 
 
+class ClassifierTokenizerConfig(TextTokenizerConfig):
+    # subword regularisation: each time a training text is batched, its pieces are sampled anew, so the classifier
+    # meets many segmentations of a word. unigram: the smoothing alpha of sampling from all segmentations (Kudo
+    # 2018: small is flat, 1.0 follows the model); bpe: the probability of dropping a merge (Provilkov et al. 2020).
+    # Validation and prediction use the best segmentation. None: the best segmentation everywhere.
+    sampling: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _pieces_to_sample(self) -> ClassifierTokenizerConfig:
+        if self.sampling is not None and self.type == "char":
+            raise rule("sampling", "samples SentencePiece segmentations (type unigram or bpe); char has only one")
+        return self
+
+
 class RecurrentSection(Section):
     """What every recurrent part of a model chooses: its cell, and an LSTM's initial forget-gate bias."""
 
@@ -756,7 +770,7 @@ class TranslationRecipe(Recipe):
 class ClassificationRecipe(Recipe):
     task: Literal["classification"]
     data: LabelledData
-    tokenizer: TextTokenizerConfig = TextTokenizerConfig()
+    tokenizer: ClassifierTokenizerConfig = ClassifierTokenizerConfig()
     model: ClassifierModelConfig = ClassifierModelConfig()
     eval: ClassifyEvalConfig = ClassifyEvalConfig()
 
@@ -946,12 +960,18 @@ def parse_duration(text: str) -> float:
 # ---------------------------------------------------------------- loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] = (), check_files: bool = True) -> Recipe:
-    """Read, override (``key.path=value``) and validate a recipe; raise RecipeError with the key path."""
+def load_recipe(
+    path: str | Path, overrides: list[str] = (), check_files: bool = True, notes: list[str] | None = None
+) -> Recipe:
+    """Read, override (``key.path=value``) and validate a recipe; raise RecipeError with the key path. What an
+    override implied beyond its own key is appended to ``notes``, for the user to see."""
     path = Path(path)
     tree = read_yaml(path)
     for override in overrides:
         apply_override(tree, override)
+    implied = drop_lstm_settings(tree, overrides)
+    if notes is not None:
+        notes.extend(implied)
     recipe = validate(tree, origin=str(path))
     if check_files:
         recipe.check_files(origin=str(path))
@@ -990,6 +1010,25 @@ def apply_override(tree: dict, override: str) -> None:
             raise RecipeError(f"--set {key}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = parse_value(raw)
+
+
+def drop_lstm_settings(tree: dict, overrides: list[str]) -> list[str]:
+    """An override that makes a section's cell a GRU or plain RNN also drops the ``forget_bias`` the recipe file gave
+    that section: an LSTM's setting, which the new cell has no gate for. One given by an override stays (and is then
+    a recipe error). Returns a note for each setting dropped."""
+    given = {override.partition("=")[0].strip() for override in overrides}
+    notes = []
+    for key in sorted(k for k in given if k == "cell" or k.endswith(".cell")):
+        where = key.removesuffix("cell").rstrip(".")
+        section = tree
+        for part in where.split(".") if where else []:
+            section = section.get(part) if isinstance(section, dict) else None
+        bias_key = f"{where}.forget_bias" if where else "forget_bias"
+        if not isinstance(section, dict) or section.get("cell") == "lstm" or bias_key in given:
+            continue
+        if section.pop("forget_bias", None) is not None:
+            notes.append(f"--set {key}={section.get('cell')}: the recipe's {bias_key} (LSTM only) is left out")
+    return notes
 
 
 def parse_value(raw: str) -> Any:

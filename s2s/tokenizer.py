@@ -51,6 +51,12 @@ class PieceTokenizer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts)
 
+    def sample(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
+        """Sampled segmentations (subword regularisation; BPE: merges dropped with probability ``alpha``); the
+        same for the same ``seed``."""
+        spm.set_random_generator_seed(seed)
+        return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1)
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenised text; ids after the first eos and special ids are left out."""
         return self.sp.decode([strip_special(seq) for seq in ids])

@@ -20,7 +20,7 @@ from s2s.inference import TextClassifier
 from s2s.metrics import classification_scores
 from s2s.models import Classifier, build_classifier
 from s2s.pipelines import EvalSource, Evaluation
-from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
+from s2s.tokenizer import PieceTokenizer, Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 LABELS_FILE = "labels.json"
 
@@ -49,6 +49,29 @@ class LabelledIds(ByLength):
 
     def iterate(self, batches: list[list[int]]) -> Iterator[LabelBatch]:
         return map(self.batch, batches)
+
+
+class SampledTexts(LabelledIds):
+    """Training texts segmented anew each time they are batched (``tokenizer.sampling``); ``ids`` holds their best
+    segmentations, whose lengths batches are bucketed by. The count of batches made seeds each batch's sampling and
+    is the reading state, so a resumed run samples what the uninterrupted one would have."""
+
+    def __init__(self, best: LabelledIds, texts: list[str], tokenizer: PieceTokenizer, alpha: float, limit: int, seed):
+        super().__init__(best.ids, best.labels)
+        self.texts, self.tokenizer, self.alpha, self.limit, self.seed = texts, tokenizer, alpha, limit, seed
+        self.made = 0
+
+    def batch(self, indices: list[int]) -> LabelBatch:
+        seed = self.seed * 1_000_003 + self.made
+        self.made += 1
+        ids = self.tokenizer.sample([self.texts[i] for i in indices], self.alpha, seed)
+        return collate_labelled([t[: self.limit] for t in ids], [self.labels[i] for i in indices], indices)
+
+    def state(self) -> dict:
+        return {"made": self.made}
+
+    def restore(self, state: dict) -> None:
+        self.made = state.get("made", 0)
 
 
 def label_set(labels: list[str]) -> list[str]:
@@ -109,6 +132,10 @@ class ClassificationPipeline:
     def examples(self, assets: TextLabels, splits, events) -> tuple[LabelledIds, LabelledIds]:
         """Both splits encoded: token ids cut at ``data.max_length``, label ids."""
         (train, truncated), (valid, _) = (self.encode(assets, rows) for rows in splits)
+        alpha = self.recipe.tokenizer.sampling
+        if alpha is not None:
+            limit, seed = self.recipe.data.max_length, self.recipe.train.seed
+            train = SampledTexts(train, splits[0].texts, assets.tokenizer, alpha, limit, seed)
         events.message(
             f"{len(train):,} training texts with labels {', '.join(assets.labels)}; "
             f"{truncated:,} truncated to data.max_length = {self.recipe.data.max_length} tokens"

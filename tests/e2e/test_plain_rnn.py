@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,9 +35,7 @@ def rnn_overrides(recipe) -> list[str]:
     for name, kind in parts:
         section = getattr(model, name, None)
         if isinstance(section, kind):
-            overrides.append(f"model.{name}.cell=rnn")
-            if section.forget_bias is not None:  # an LSTM's setting: a recipe error on another cell
-                overrides.append(f"model.{name}.forget_bias=null")
+            overrides.append(f"model.{name}.cell=rnn")  # an LSTM's forget_bias in the recipe is left out with it
     return overrides
 
 
@@ -71,3 +71,21 @@ def test_every_problem_shape_trains_with_plain_rnn_cells(tmp_path, shape):
     steps = [r for r in records if r["event"] == "train"]
     assert [r["step"] for r in steps] == [4, 8] and all(math.isfinite(r["loss"]) for r in steps)
     assert [r["step"] for r in records if r["event"] == "valid"] == [8]
+
+
+def test_the_delayed_recall_recipe_trains_from_the_command_line_with_plain_rnn_cells(tmp_path):
+    tiny = ["train.max_steps=2", "train.validate_every=2", "data.generator.train_size=64"]
+    tiny += ["data.generator.valid_size=4", "data.generator.test_size=4", "data.generator.lag=3"]
+    command = [sys.executable, "-m", "s2s", "train", "recipes/delayed-recall.yaml", "--run-dir", tmp_path / "run"]
+    command += ["--set", "model.encoder.cell=rnn", "--set", "model.decoder.cell=rnn"]
+    command += [part for override in tiny for part in ("--set", override)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "s2s: note: --set model.encoder.cell=rnn: the recipe's model.encoder.forget_bias (LSTM only)" in done.stderr
+    saved = load_recipe(tmp_path / "run" / "recipe.yaml", check_files=False).model
+    assert (saved.encoder.cell, saved.encoder.forget_bias, saved.decoder.cell, saved.decoder.forget_bias) == (
+        "rnn",
+        None,
+        "rnn",
+        None,
+    )

@@ -10,12 +10,14 @@ import torch
 from s2s.config import ClassifierModelConfig, EncoderConfig, HeadConfig, LabelledTextData, load_recipe
 from s2s.data.batching import collate_labelled
 from s2s.data.labelled import load_labelled
-from s2s.errors import DataError
+from s2s.errors import DataError, RecipeError
 from s2s.metrics import classification_scores
 from s2s.models import build_classifier
+from s2s.pipelines import pipeline_for
 from s2s.pipelines.classification import label_set
 from s2s.runs import load_run
-from tests.helpers import write_tsv
+from s2s.train import Events
+from tests.helpers import toy_sentiment_recipe, write_recipe, write_tsv
 
 # ---------------------------------------------------------------- the model
 
@@ -85,6 +87,56 @@ def test_holdout_splits_the_training_file_the_same_way_every_time_and_never_over
     assert len(valid.texts) == 10 and len(train.texts) == 40
     assert sorted(train.texts + valid.texts) == sorted(text for text, _ in rows)
     assert load_labelled(data, "valid").texts == valid.texts
+
+
+# ---------------------------------------------------------------- subword regularisation
+
+
+@pytest.fixture
+def sampled_examples(tmp_path):
+    """The toy reviews' training and valid examples with ``tokenizer.sampling`` set."""
+    tree = toy_sentiment_recipe(tmp_path)
+    tree["tokenizer"] = {"vocab_size": 80, "sampling": 0.2}
+    tree["data"]["max_length"] = 100
+    pipeline = pipeline_for(load_recipe(write_recipe(tmp_path / "recipe.yaml", tree)))
+    splits = pipeline.read_splits(Events())
+    (tmp_path / "run").mkdir()
+    assets = pipeline.prepare_assets(tmp_path / "run", splits, Events())
+    return splits, assets.tokenizer, pipeline.examples(assets, splits, Events())
+
+
+def test_sampling_segments_each_training_batch_anew_into_the_same_texts(sampled_examples):
+    (train_rows, _), tokenizer, (train, _) = sampled_examples
+    rows = list(range(32))
+    first, second = train.batch(rows), train.batch(rows)
+    assert not torch.equal(first.src, second.src)  # other segmentations of the same texts
+    for batch in (first, second):
+        ids = [row[:length].tolist() for row, length in zip(batch.src, batch.src_lengths, strict=True)]
+        assert tokenizer.decode(ids) == [train_rows.texts[i] for i in rows]
+        assert batch.labels.tolist() == [train.labels[i] for i in rows]
+
+
+def test_validation_reads_the_best_segmentation(sampled_examples):
+    (_, valid_rows), tokenizer, (_, valid) = sampled_examples
+    assert valid.ids == tokenizer.encode(valid_rows.texts)
+    assert valid.batch([0, 1]).src.tolist() == valid.batch([0, 1]).src.tolist()
+
+
+def test_a_restored_reading_state_samples_the_same_batches_again(sampled_examples):
+    _, _, (train, _) = sampled_examples
+    train.batch([0, 1, 2])
+    saved = train.state()
+    after = [train.batch([3, 4, 5]).src, train.batch([6, 7]).src]
+    train.restore(saved)
+    again = [train.batch([3, 4, 5]).src, train.batch([6, 7]).src]
+    assert all(torch.equal(a, b) for a, b in zip(after, again, strict=True))
+
+
+def test_sampling_needs_sentencepiece_pieces(tmp_path):
+    tree = toy_sentiment_recipe(tmp_path)
+    tree["tokenizer"] = {"type": "char", "sampling": 0.2}
+    with pytest.raises(RecipeError, match="tokenizer.sampling: samples SentencePiece segmentations"):
+        load_recipe(write_recipe(tmp_path / "recipe.yaml", tree))
 
 
 # ---------------------------------------------------------------- a trained run

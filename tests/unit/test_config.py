@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from s2s.config import DROPOUT_STEPS, DecoderConfig, dump_recipe, get_data_hint, load_recipe, parse_duration
 from s2s.errors import RecipeError
 from s2s.modules.dropout import STEPS, Dropout
-from tests.helpers import ROOT, TINY, write_recipe
+from tests.helpers import ROOT, TINY, toy_language_model_recipe, write_recipe
 
 
 def with_change(path: str, value) -> dict:
@@ -20,6 +20,31 @@ def with_change(path: str, value) -> dict:
         node = node[key]
     node[keys[-1]] = value
     return tree
+
+
+def test_setting_a_cell_without_forget_gates_leaves_the_recipes_forget_bias_out_and_says_so():
+    notes = []
+    recipe = load_recipe(ROOT / "recipes" / "delayed-recall.yaml", ["model.encoder.cell=gru"], notes=notes)
+    assert (recipe.model.encoder.cell, recipe.model.encoder.forget_bias) == ("gru", None)
+    assert (recipe.model.decoder.cell, recipe.model.decoder.forget_bias) == ("lstm", 1.0)  # untouched
+    assert notes == ["--set model.encoder.cell=gru: the recipe's model.encoder.forget_bias (LSTM only) is left out"]
+    kept = load_recipe(ROOT / "recipes" / "delayed-recall.yaml", ["model.encoder.cell=lstm"], notes=notes)
+    assert kept.model.encoder.forget_bias == 6.0 and len(notes) == 1
+
+
+def test_a_forget_bias_given_with_another_cell_on_the_command_line_is_still_refused():
+    both = ["model.encoder.cell=rnn", "model.encoder.forget_bias=2.0"]
+    with pytest.raises(RecipeError, match="model.encoder.forget_bias: applies to an LSTM's forget gates"):
+        load_recipe(ROOT / "recipes" / "delayed-recall.yaml", both)
+
+
+def test_a_language_models_cell_leaves_its_forget_bias_out_too(tmp_path):
+    tree = toy_language_model_recipe(tmp_path)
+    tree["model"].update(cell="lstm", forget_bias=1.0)
+    notes = []
+    recipe = load_recipe(write_recipe(tmp_path / "lm.yaml", tree), ["model.cell=gru"], notes=notes)
+    assert (recipe.model.cell, recipe.model.forget_bias) == ("gru", None)
+    assert notes == ["--set model.cell=gru: the recipe's model.forget_bias (LSTM only) is left out"]
 
 
 @pytest.mark.parametrize(
