@@ -54,8 +54,8 @@ class PieceTokenizer:
     def sample(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
         """Sampled segmentations (subword regularisation; BPE: merges dropped with probability ``alpha``); the
         same for the same ``seed``."""
-        spm.set_random_generator_seed(seed)
-        return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1)
+        spm.set_random_generator_seed(seed)  # one thread: SentencePiece's threads would draw in any order
+        return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenised text; ids after the first eos and special ids are left out."""

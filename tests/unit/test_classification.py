@@ -126,9 +126,10 @@ def test_a_restored_reading_state_samples_the_same_batches_again(sampled_example
     _, _, (train, _) = sampled_examples
     train.batch([0, 1, 2])
     saved = train.state()
-    after = [train.batch([3, 4, 5]).src, train.batch([6, 7]).src]
+    rows = [list(range(3, 67)), list(range(67, 99))]  # batches large enough for SentencePiece to use its threads
+    after = [train.batch(r).src for r in rows]
     train.restore(saved)
-    again = [train.batch([3, 4, 5]).src, train.batch([6, 7]).src]
+    again = [train.batch(r).src for r in rows]
     assert all(torch.equal(a, b) for a, b in zip(after, again, strict=True))
 
 
