@@ -154,25 +154,29 @@ def training_record(run: Path) -> dict:
     }
 
 
-def gradient_reach(run: Path, trained: bool, examples: int = 256) -> float:
+def gradient_reach(run: Path, examples: int = 256) -> tuple[float, float]:
     """The median over valid examples of |∂loss/∂x_first| / |∂loss/∂x_last|, x the embedded input steps: how much of
-    the gradient at the end of the input reaches its first step. ``trained``: the best checkpoint; otherwise the
-    network as the run's seed initialised it."""
+    the gradient at the end of the input reaches its first step; for the network as the run's seed initialised it,
+    and for its best checkpoint. The run, its data and the batch are read once for both."""
     recipe = load_recipe(run / "recipe.yaml", check_files=False)
     pipeline = pipeline_for(recipe)
     tokenizers = pipeline.load_assets(run)
     valid = encode(tokenizers, load_split(recipe.data, "valid")[:examples])
-    torch.manual_seed(recipe.train.seed)
-    model = pipeline.build_model(tokenizers)
-    if trained:
-        load_weights(model, run / "best.safetensors")
-    captured = []
-    model.encoder.embed.register_forward_hook(lambda module, inputs, output: captured.append(output))
     batch = valid.batch(list(range(len(valid))))
-    model.eval()
+    torch.manual_seed(recipe.train.seed)
+    model = pipeline.build_model(tokenizers).eval()
+    untrained = median_reach(model, batch)
+    load_weights(model, run / "best.safetensors")
+    return untrained, median_reach(model, batch)
+
+
+def median_reach(model: torch.nn.Module, batch) -> float:
+    captured = []
+    hook = model.encoder.embed.register_forward_hook(lambda module, inputs, output: captured.append(output))
     with torch.enable_grad():
         loss = model(batch)
         (grad,) = torch.autograd.grad(loss, captured[0])  # [B, S, E]
+    hook.remove()
     norms = grad.norm(dim=-1)
     last = batch.src_lengths.to(torch.long) - 1
     ratios = norms[:, 0] / norms[torch.arange(len(last)), last].clamp(min=1e-45)
@@ -235,8 +239,7 @@ def lags_row(config: Config, run: Path) -> list[Cell]:
         lag,
         (scores["exact_match"], ".1f"),
         (scores["token_accuracy"], ".1f"),
-        (gradient_reach(run, trained=False), ".2g"),
-        (gradient_reach(run, trained=True), ".2g"),
+        *((reach, ".2g") for reach in gradient_reach(run)),
         (record["grad_norm"], ".3g"),
         (record["clipped"], ".0%"),
         (record["steps"], ",.0f"),
