@@ -157,12 +157,15 @@ class HeldOut(Section):
     """Splits read from files or a dataset: a corpus without a valid split may hold one out of train."""
 
     holdout: int | None = Field(None, gt=0)  # no valid split: hold out this many training rows (seeded draw)
+    holdout_test: int | None = Field(None, gt=0)  # no test split: hold out this many (drawn before holdout's)
     holdout_seed: int = 1
 
     @model_validator(mode="after")
     def _valid_or_holdout(self) -> HeldOut:
         if self.holdout and getattr(self, "valid", None) is not None:
             raise rule("holdout", "give either a valid split or holdout, not both")
+        if self.holdout_test and getattr(self, "test", None) is not None:
+            raise rule("holdout_test", "give either a test split or holdout_test, not both")
         return self
 
 
@@ -660,6 +663,8 @@ class TrainConfig(Section):
     log_every: int = Field(50, gt=0)
     keep_last: int = Field(5, ge=1)  # step checkpoints kept in RUN/checkpoints/ (for s2s average)
     average_last: int = Field(0, ge=0)  # at the end: the mean of the last N checkpoints, if it validates better
+    # validate (and keep as best) an exponential moving average of the weights with this decay per step (0: off)
+    ema_decay: float = Field(0.0, ge=0, lt=1)
     max_nonfinite_steps: int = Field(10, gt=0)  # stop after this many non-finite losses in a row
 
     @model_validator(mode="after")

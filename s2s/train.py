@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from s2s.allocator import keep_freed_memory
+from s2s.allocator import HeapWatch, keep_freed_memory
 from s2s.checkpoint import (
     average_checkpoints,
     keep_newest,
@@ -38,6 +39,7 @@ from s2s.errors import RecipeError, RunError, TrainingError
 from s2s.models import autocast, autocast_dtype, count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for, validation_loss
 from s2s.runs import is_run, require_run, run_signature
+from s2s.weight_average import WeightAverage
 
 
 class Events:
@@ -133,6 +135,11 @@ class Session:
     validation_seconds: float = 0.0
     resumed_at: int = 0  # the step this process started from
     trained: nn.Module | None = None  # what the step runs: the model, or its DDP wrapper across processes
+    average: WeightAverage | None = None  # train.ema_decay: what validation scores and the best checkpoint keeps
+
+    def validated_weights(self) -> AbstractContextManager:
+        """The weights validation scores: the moving average when there is one, else the model's own."""
+        return self.average.applied() if self.average else nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,6 +162,7 @@ class Trainer:
         self.device = self.processes.device(resolve_device(self.config.device))
         self.dtype = autocast_dtype(self.config.precision, self.device)
         keep_freed_memory()  # every step frees and allocates the same large buffers again
+        self.heap = HeapWatch()  # ... unless batches change shape, which fragments that kept heap
 
     def run(self) -> dict:
         """Train until a budget, early stopping or a signal ends the run; return a summary."""
@@ -208,6 +216,8 @@ class Trainer:
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         session = Session(model, optimizer, scaler, train, valid, Progress(), assets)
+        if config.ema_decay:
+            session.average = WeightAverage(model, config.ema_decay)
         if self.resume:
             self.restore(session)
         session.resumed_at = session.progress.step
@@ -249,8 +259,11 @@ class Trainer:
             progress.batch_in_epoch += 1
             if step.tokens:
                 session.window.add(step, config.clip_norm)
+                if session.average:
+                    session.average.update()
             if progress.step % config.log_every == 0:
                 self.log_window(session)
+            self.heap.check()
             if processes.any(signals.received is not None, self.device):
                 return signals.received or "stopped by another process"
             stop = self.budget_spent(progress, started, session.validation_seconds)
@@ -375,11 +388,13 @@ class Trainer:
     def validate(self, session: Session) -> bool:
         """Score the valid split, keep the best weights, adjust the lr on plateaus; True to stop (patience)."""
         config, started, progress = self.config, time.monotonic(), session.progress
-        loss, scores, value = self.score_valid(session)
-        improved = self.better(value, progress.best)
+        with session.validated_weights():
+            loss, scores, value = self.score_valid(session)
+            improved = self.better(value, progress.best)
+            if improved:
+                save_weights(session.model, self.run_dir / "best.safetensors")
         if improved:
             progress.best, progress.bad_validations = value, 0
-            save_weights(session.model, self.run_dir / "best.safetensors")
         else:
             progress.bad_validations += 1
             if config.lr_patience and progress.bad_validations % (config.lr_patience + 1) == 0:
@@ -456,11 +471,15 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "train_reading": session.train.state(),
         }
+        if session.average:
+            state["weight_average"] = session.average.state_dict()
         save_state(state, self.run_dir / "last.state.pt")
 
     def restore(self, session: Session) -> None:
         load_weights(session.model, self.run_dir / "last.safetensors")
         state = load_state(self.run_dir / "last.state.pt")
+        if session.average:
+            self.restore_average(session.average, state)
         session.optimizer.load_state_dict(state["optimizer"])
         session.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -468,6 +487,18 @@ class Trainer:
             session.train.restore(state.get("train_reading", {}))
         known = Progress.__dataclass_fields__
         session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
+
+    def restore_average(self, average: WeightAverage, state: dict) -> None:
+        """The saved moving average; a run saved without one (ema_decay added on resume) starts it from the
+        restored weights."""
+        if "weight_average" not in state:
+            average.restart()
+            return
+        try:
+            average.load_state_dict(state["weight_average"])
+        except ValueError as error:
+            path = self.run_dir / "last.state.pt"
+            raise RunError(f"{path}: the saved weight average does not fit the model ({error})") from None
 
     def log(self, record: dict) -> None:
         if not self.processes.main:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, PairColumns
 from s2s.data.generated import dates_corpus, sequence_corpus
-from s2s.data.splits import holdout_rows, split_spec
+from s2s.data.splits import holdout_rows, holds_out, split_spec
 from s2s.errors import DataError
 
 Pair = tuple[str, str]
@@ -21,9 +21,9 @@ def load_split(data: DataConfig, split: str) -> list[Pair]:
     """All pairs of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
     if isinstance(data, GeneratedPairs):
         return generated_split(data, split)
-    if data.holdout and split in ("train", "valid"):
+    if holds_out(data, split):
         pairs = read_split(data, "train")
-        return [pairs[i] for i in holdout_rows(len(pairs), data.holdout, data.holdout_seed, "data.train")[split]]
+        return [pairs[i] for i in holdout_rows(len(pairs), data, "data.train")[split]]
     return read_split(data, split)
 
 

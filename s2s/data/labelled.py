@@ -11,7 +11,7 @@ from pathlib import Path
 
 from s2s.config import LabelledHub, LabelledTextData
 from s2s.data.corpus import first_line
-from s2s.data.splits import holdout_rows, split_spec
+from s2s.data.splits import holdout_rows, holds_out, split_spec, without_holdout
 from s2s.errors import DataError
 
 # the line of row 0 in each format: CSV/TSV have a header line
@@ -30,9 +30,9 @@ class LabelledTexts:
 
 def load_labelled(data: LabelledTextData, split: str) -> LabelledTexts:
     """All rows of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
-    if data.holdout and split in ("train", "valid"):
-        rows = load_labelled(data.model_copy(update={"holdout": None}), "train")
-        return rows.subset(holdout_rows(len(rows.texts), data.holdout, data.holdout_seed, "data.train")[split])
+    if holds_out(data, split):
+        rows = load_labelled(without_holdout(data), "train")
+        return rows.subset(holdout_rows(len(rows.texts), data, "data.train")[split])
     spec = split_spec(data, split)
     if isinstance(data, LabelledHub):
         return read_hub_rows(data, spec.split)

@@ -16,7 +16,7 @@ from conllu.serializer import serialize_field
 
 from s2s.config import CONLLU_COLUMNS, ConlluTagged, TaggedData
 from s2s.data.corpus import read_lines
-from s2s.data.splits import holdout_rows, split_spec
+from s2s.data.splits import holdout_rows, holds_out, split_spec, without_holdout
 from s2s.errors import DataError
 
 # columns whose "_" means the value is missing, not a value of its own (FEATS "_" is "no features", a class)
@@ -38,10 +38,9 @@ class TaggedSentences:
 
 def load_tagged(data: TaggedData, split: str) -> TaggedSentences:
     """All sentences of ``split`` (train / valid / test) as the recipe's ``data`` section describes them."""
-    if data.holdout and split in ("train", "valid"):
-        sentences = load_tagged(data.model_copy(update={"holdout": None}), "train")
-        rows = holdout_rows(len(sentences.words), data.holdout, data.holdout_seed, "data.train")
-        return sentences.subset(rows[split])
+    if holds_out(data, split):
+        sentences = load_tagged(without_holdout(data), "train")
+        return sentences.subset(holdout_rows(len(sentences.words), data, "data.train")[split])
     spec = split_spec(data, split)
     if isinstance(data, ConlluTagged):
         return read_conllu(Path(spec.path), data.column)

@@ -191,6 +191,11 @@ ROWS = {
         {"data.holdout": 10},
         "data.holdout: give either a valid split or holdout, not both",
     ),
+    "test split and holdout_test": (
+        CLASSIFICATION,
+        {"data.test": {"path": "a.tsv"}, "data.holdout_test": 10},
+        "data.holdout_test: give either a test split or holdout_test, not both",
+    ),
     "missing file": (
         TRANSLATION,
         {"data": {**TEXT_DATA, "valid": {"src": "nope.de", "tgt": "a.en"}}},

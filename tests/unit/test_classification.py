@@ -89,6 +89,20 @@ def test_holdout_splits_the_training_file_the_same_way_every_time_and_never_over
     assert load_labelled(data, "valid").texts == valid.texts
 
 
+def test_holdout_test_holds_out_a_test_part_beside_the_valid_part_and_the_same_rows_as_a_valid_draw(tmp_path):
+    rows = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(50)]
+    path = write_tsv(tmp_path / "all.tsv", rows)
+    both = LabelledTextData.of(train={"path": str(path)}, holdout=8, holdout_test=10, holdout_seed=4)
+    train, valid, test = (load_labelled(both, split).texts for split in ("train", "valid", "test"))
+    assert (len(train), len(valid), len(test)) == (32, 8, 10)
+    assert sorted(train + valid + test) == sorted(text for text, _ in rows)
+    # a run that held 10 rows out for validation reported on the rows this test part holds
+    valid_only = LabelledTextData.of(train={"path": str(path)}, holdout=10, holdout_seed=4)
+    assert load_labelled(valid_only, "valid").texts == test
+    with pytest.raises(DataError, match=r"data.holdout = 8 \+ data.holdout_test = 42 leaves no training rows"):
+        load_labelled(LabelledTextData.of(train={"path": str(path)}, holdout=8, holdout_test=42), "train")
+
+
 # ---------------------------------------------------------------- subword regularisation
 
 

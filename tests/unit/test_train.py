@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import s2s
+from s2s.allocator import HeapWatch
 from s2s.checkpoint import load_state
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
@@ -51,6 +52,23 @@ def test_the_log_reports_the_gradient_norm_before_clipping_and_the_share_of_clip
     for record in log_records(trained_run, "train"):
         assert record["grad_norm"] > 0 and 0 <= record["clipped"] <= 1
         assert record["clipped"] > 0 or record["grad_norm"] <= clip  # a mean above the limit: some step clipped
+
+
+def test_the_heap_watch_releases_free_pages_only_after_memory_grew_by_its_margin():
+    readings, released = iter([100, 150, 180, 260, 120, 130, 50, 130, 160, 40]), []
+    watch = HeapWatch(margin=100, resident=lambda: next(readings), release=lambda: released.append(True))
+    # 100 base; 150, 180 within the margin; 260 grew by 160: release, then 120 is the new base; 130 within;
+    # 50 below the base becomes the base; 130 within; 160 grew by 110: release
+    assert [watch.check() for _ in range(8)] == [False, False, False, True, False, False, False, True]
+    assert len(released) == 2 and watch.base == 40
+
+
+def test_the_trainer_looks_at_its_heap_after_every_step(tmp_path, monkeypatch):
+    looks = []
+    monkeypatch.setattr(HeapWatch, "check", lambda self: looks.append(True))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", {**TINY, "train": {**TINY["train"], "max_steps": 12}}))
+    Trainer(recipe, tmp_path / "run").run()
+    assert len(looks) == 12
 
 
 def test_the_run_directory_holds_recipe_tokenizer_checkpoints_and_log(trained_run):
