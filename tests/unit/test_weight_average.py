@@ -44,6 +44,16 @@ def test_applied_swaps_the_average_in_and_the_own_weights_back_even_on_an_error(
         assert torch.equal(tensor, own[name])
 
 
+def test_restart_starts_the_average_again_from_the_current_weights():
+    layer = nn.Linear(2, 2)
+    average = WeightAverage(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.add_(5.0)
+    average.update()
+    average.restart()
+    assert average.updates == 0 and torch.equal(average.average[0], layer.weight)
+
+
 def test_frozen_parameters_are_not_averaged():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     model[0].requires_grad_(False)
