@@ -10,7 +10,8 @@ Steps whose buffers change size (texts of many lengths, bucketed) leave free blo
 requests of other sizes do not fit, and the heap then grows step after step until memory runs out. ``HeapWatch``
 gives the heap's free pages back when the process has grown by more than a margin since the last time: a workload
 whose steps repeat never grows and keeps its pages, one whose steps vary stays within the margin of what a step
-needs (docs/benchmarks.md#memory-with-batches-of-many-lengths).
+needs (docs/benchmarks.md#memory-with-batches-of-many-lengths). Batches of long texts are padded to a few widths
+(s2s.data.batching.few_widths) so that their steps repeat too.
 """
 
 from __future__ import annotations

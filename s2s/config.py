@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -59,6 +60,13 @@ def _applied_rate(rate: float) -> float:
 
 
 DropoutRate = Annotated[float, Field(ge=0, lt=1), AfterValidator(_applied_rate)]
+
+
+def _in_seconds(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, Field(gt=0), BeforeValidator(_in_seconds)]  # seconds, or a string like 90s, 25m, 1.5h
 
 
 # ---------------------------------------------------------------- data sections, one schema per format
@@ -656,7 +664,7 @@ class TrainConfig(Section):
     seed: int = 1
     max_steps: int | None = Field(None, gt=0)
     max_epochs: int | None = Field(None, gt=0)
-    max_time: float | None = Field(None, gt=0)  # seconds, or a string like 25m / 1.5h
+    max_time: Seconds | None = None
     validate_every: int = Field(500, gt=0)  # steps
     keep_best_by: str | None = None  # a validation score, or loss; default: the task's main score
     patience: int | None = Field(None, gt=0)  # stop after this many validations without improvement
@@ -682,11 +690,6 @@ class TrainConfig(Section):
         if self.precision == "fp16" and self.device == "cpu":
             raise rule("precision", "fp16 needs a CUDA device, and train.device is cpu; use bf16 on the CPU")
         return self
-
-    @field_validator("max_time", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
 
 
 class EvalConfig(Section):
@@ -772,14 +775,39 @@ class TranslationRecipe(Recipe):
     SCORES: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match", "token_accuracy")
 
 
+class PretrainConfig(Section):
+    """Before training, the encoder learns the training texts as a language model in both directions (Dai & Le
+    2015; s2s.pretraining); its time is part of ``train.max_time``, which counts from the command's start."""
+
+    max_time: Seconds
+    max_steps: int | None = Field(None, gt=0)  # stop earlier after this many steps
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, gt=0)  # texts per batch
+    clip_norm: float = Field(1.0, gt=0)
+
+
 class ClassificationRecipe(Recipe):
     task: Literal["classification"]
     data: LabelledData
     tokenizer: ClassifierTokenizerConfig = ClassifierTokenizerConfig()
     model: ClassifierModelConfig = ClassifierModelConfig()
+    pretrain: PretrainConfig | None = None
     eval: ClassifyEvalConfig = ClassifyEvalConfig()
 
     SCORES: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
+
+    @model_validator(mode="after")
+    def _pretraining_reads_one_side(self) -> ClassificationRecipe:
+        encoder = self.model.encoder
+        if self.pretrain is not None and encoder.bidirectional and encoder.layers > 1:
+            raise rule(
+                "pretrain",
+                "needs model.encoder.layers: 1 or bidirectional: false (above the first layer, each direction of a "
+                "bidirectional encoder reads the other's view of the words it is to predict)",
+            )
+        if self.pretrain is not None and self.train.max_time and self.pretrain.max_time >= self.train.max_time:
+            raise rule("pretrain.max_time", "must be shorter than train.max_time, which it is part of")
+        return self
 
 
 class CaptioningRecipe(Recipe):

@@ -345,14 +345,7 @@ class Trainer:
         reported = loss.detach()
         if self.processes.world > 1:  # DDP averages over processes; the mean must be over the whole batch
             loss = loss * (mine * self.processes.world / max(1.0, everyone))
-        scaler.scale(loss).backward()
-        if scaler.is_enabled():
-            scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
-            scaler.step(optimizer)  # with fp16, the scaler skips steps whose gradients overflowed
-            scaler.update()
-        else:
-            norm = clip_and_step(optimizer, self.config.clip_norm)
+        norm = backward_and_step(optimizer, scaler, loss, self.config.clip_norm)
         return Step(float(reported), int(tokens), float(norm))
 
     def skip_nonfinite(self, progress: Progress) -> None:
@@ -518,6 +511,21 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     # the fused update is one kernel over all parameters, much faster than foreach on the CPU
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in model.parameters())
     return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
+
+
+def backward_and_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, max_norm: float
+) -> torch.Tensor:
+    """Backpropagate ``loss`` and update, the gradients clipped to ``max_norm``; with fp16, through the scaler,
+    which skips steps whose gradients overflowed. Returns the gradients' norm before clipping."""
+    scaler.scale(loss).backward()
+    if not scaler.is_enabled():
+        return clip_and_step(optimizer, max_norm)
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return norm
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Tensor:

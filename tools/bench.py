@@ -7,7 +7,8 @@
 
 Everything goes through the recipe's pipeline (``s2s.pipelines.pipeline_for``), so every problem shape is measured
 the same way. Training: the data and the assets (tokenizer, labels) are prepared as the trainer does, in a temporary
-run directory, a fresh model is built, and ``--warmup`` + ``--steps`` batches go through ``Trainer.train_step`` in
+run directory (without a classifier's ``pretrain`` step: it sets the starting weights, not the speed), a fresh
+model is built, and ``--warmup`` + ``--steps`` batches go through ``Trainer.train_step`` in
 the trainer's own batch order. The figures are medians over the timed steps of tokens / step seconds (the tokens
 the trainer counts: target tokens for sequence outputs, tokens read for classification) and of examples / step
 seconds, a step being collate, copy to the device and ``train_step``; padding is the share of PAD positions in the
@@ -85,6 +86,9 @@ class Bench:
         self.run: Run | None = load_run(args.run, args.checkpoint, task=None) if args.run else None
         recipe_file = self.run.path / "recipe.yaml" if self.run else Path(args.recipe)
         self.recipe: Recipe = load_recipe(recipe_file, args.set or [])
+        if getattr(self.recipe, "pretrain", None) is not None:  # a classifier's: it sets the weights, not the speed
+            self.recipe = self.recipe.model_copy(update={"pretrain": None})
+            say("the recipe's pretrain step is skipped: it changes the starting weights, not a step's speed")
         self.pipeline: Pipeline = pipeline_for(self.recipe)
         self.device = resolve_device(self.recipe.train.device)
         self.precisions = args.precision or default_precisions(self.device)

@@ -124,21 +124,33 @@ def collate_images(images: list[torch.Tensor], captions: list[list[int]], indice
 
 
 def collate_labelled(texts: list[list[int]], labels: list[int] | None, indices: list[int]) -> LabelBatch:
-    """Padded ids and labels; ``labels`` may be None at inference."""
+    """Padded ids and labels; ``labels`` may be None at inference. Texts run to hundreds of tokens, so the padded
+    width is rounded up to one of a few sizes (``few_widths``)."""
+    texts = [t or [EOS] for t in texts]  # an empty text still has one position to read
     return LabelBatch(
-        src=pad([t or [EOS] for t in texts]),  # an empty text still has one position to read
+        src=pad(texts, few_widths(max(len(t) for t in texts))),
         src_lengths=torch.tensor([max(1, len(t)) for t in texts], dtype=torch.long),
         labels=torch.tensor(labels if labels is not None else [0] * len(texts), dtype=torch.long),
         indices=indices,
     )
 
 
-def pad(sequences: list[list[int]]) -> torch.Tensor:
-    width = max(1, max(len(s) for s in sequences))
+def pad(sequences: list[list[int]], width: int = 0) -> torch.Tensor:
+    """[N, width] ids, PAD after each sequence; ``width`` at least the longest sequence (0: exactly that)."""
+    width = max(1, width, max(len(s) for s in sequences))
     out = torch.full((len(sequences), width), PAD, dtype=torch.long)
     for row, seq in enumerate(sequences):
         out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out
+
+
+def few_widths(longest: int) -> int:
+    """``longest`` rounded up to one of eight sizes per doubling (at most 1/8 more). Batches of texts whose
+    lengths vary widely otherwise each have their own shape, and their buffers, freed and requested again in other
+    sizes, fragment the heap that s2s.allocator keeps (docs/benchmarks.md#memory-with-batches-of-many-lengths); in
+    few shapes, every step reuses the blocks an earlier step of its shape freed."""
+    step = 1 << max(0, longest.bit_length() - 4)  # 1 below 16, then 2, 4, 8, … within each doubling
+    return -(-longest // step) * step
 
 
 def collate(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int]) -> Batch:

@@ -18,8 +18,9 @@ from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
 from s2s.inference import TextClassifier
 from s2s.metrics import classification_scores
-from s2s.models import Classifier, build_classifier
+from s2s.models import Classifier, autocast_dtype, build_classifier, build_encoder
 from s2s.pipelines import EvalSource, Evaluation
+from s2s.pretraining import pretrain_encoder
 from s2s.tokenizer import PieceTokenizer, Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 LABELS_FILE = "labels.json"
@@ -27,10 +28,12 @@ LABELS_FILE = "labels.json"
 
 @dataclass(frozen=True)
 class TextLabels:
-    """A classification run's assets: its tokenizer and its label set (in the classifier's output order)."""
+    """A classification run's assets: its tokenizer, its label set (in the classifier's output order) and, in a
+    new run with ``pretrain``, the pretrained encoder's weights that the classifier starts from."""
 
     tokenizer: Tokenizer
     labels: list[str]
+    encoder: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -119,7 +122,23 @@ class ClassificationPipeline:
         tokenizer = train_text_tokenizer(self.recipe.tokenizer, train_rows.texts, run_dir / "tokenizer")
         text = json.dumps(labels, ensure_ascii=False)
         atomic_write(run_dir / LABELS_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        return TextLabels(tokenizer, labels)
+        return TextLabels(tokenizer, labels, self.pretrained_encoder(tokenizer, train_rows, events))
+
+    def pretrained_encoder(self, tokenizer: Tokenizer, train_rows: LabelledTexts, events) -> dict | None:
+        """With ``pretrain``: the encoder's weights after learning the training texts as a language model."""
+        if self.recipe.pretrain is None:
+            return None
+        from s2s.train import resolve_device  # s2s.train imports the pipelines
+
+        train = self.recipe.train
+        device = resolve_device(train.device)
+        texts = [t[: self.recipe.data.max_length] for t in tokenizer.encode(train_rows.texts)]
+        encoder = build_encoder(self.recipe.model.encoder, tokenizer.vocab_size)
+        model = pretrain_encoder(
+            encoder, tokenizer.vocab_size, texts, self.recipe.pretrain, train.seed, device,
+            autocast_dtype(train.precision, device), events,
+        )  # fmt: skip
+        return {name: value.detach().cpu() for name, value in model.encoder.state_dict().items()}
 
     def load_assets(self, run_dir: Path) -> TextLabels:
         tokenizer = load_text_tokenizer(Path(run_dir) / "tokenizer")
@@ -150,7 +169,10 @@ class ClassificationPipeline:
         return LabelledIds([t[:limit] for t in ids], label_ids(rows, assets.labels)), truncated
 
     def build_model(self, assets: TextLabels) -> Classifier:
-        return build_classifier(self.recipe.model, assets.tokenizer.vocab_size, len(assets.labels))
+        model = build_classifier(self.recipe.model, assets.tokenizer.vocab_size, len(assets.labels))
+        if assets.encoder is not None:
+            model.encoder.load_state_dict(assets.encoder)
+        return model
 
     def predictor(self, model: Classifier, assets: TextLabels, device: torch.device, dtype=None) -> TextClassifier:
         limit, batch_size = self.recipe.data.max_length, self.recipe.eval.batch_size

@@ -196,6 +196,22 @@ ROWS = {
         {"data.test": {"path": "a.tsv"}, "data.holdout_test": 10},
         "data.holdout_test: give either a test split or holdout_test, not both",
     ),
+    "pretraining a deep bidirectional encoder": (
+        CLASSIFICATION,
+        {"model.encoder.layers": 2, "pretrain": {"max_time": "1m"}},
+        "pretrain: needs model.encoder.layers: 1 or bidirectional: false (above the first layer, each direction of a "
+        "bidirectional encoder reads the other's view of the words it is to predict)",
+    ),
+    "pretraining longer than training": (
+        CLASSIFICATION,
+        {"pretrain": {"max_time": "5m"}, "train.max_time": "5m"},
+        "pretrain.max_time: must be shorter than train.max_time, which it is part of",
+    ),
+    "pretraining without a time": (
+        CLASSIFICATION,
+        {"pretrain": {"lr": 0.01}},
+        "pretrain.max_time: required key is missing",
+    ),
     "missing file": (
         TRANSLATION,
         {"data": {**TEXT_DATA, "valid": {"src": "nope.de", "tgt": "a.en"}}},

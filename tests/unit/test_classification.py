@@ -31,8 +31,9 @@ def test_every_pooling_gives_each_text_the_same_label_scores_in_a_padded_batch_a
         head=HeadConfig(pooling=pooling, hidden_size=6, dropout=0.0),
     )
     model = build_classifier(config, vocab_size=30, n_labels=3).eval()
-    texts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    texts = [list(range(5, 22)), [11, 12], [13, 14, 15]]
     batch = collate_labelled(texts, None, [0, 1, 2])
+    assert batch.src.size(1) > 17  # the width is rounded up: even the longest text has padding after it
     together, weights = model.classify(batch.src, batch.src_lengths)
     assert together.shape == (3, 3)
     for row, text in enumerate(texts):

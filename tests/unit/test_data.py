@@ -9,7 +9,7 @@ import random
 import pytest
 
 from s2s.config import ColumnPairs, DataConfig, GeneratedPairs, HubPairs, TextPairs
-from s2s.data.batching import batch_indices, collate
+from s2s.data.batching import batch_indices, collate, few_widths
 from s2s.data.corpus import load_split, read_lines, read_text_pair
 from s2s.data.generated import dates_corpus
 from s2s.errors import DataError
@@ -153,3 +153,10 @@ def test_collate_adds_bos_and_eos_and_pads():
     assert batch.tgt_in.tolist() == [[BOS, 9, PAD], [BOS, 10, 11]]
     assert batch.tgt_out.tolist() == [[9, EOS, PAD], [10, 11, EOS]]
     assert batch.n_predictions == batch.n_tokens == 5
+
+
+def test_padded_widths_come_in_few_sizes_at_most_an_eighth_above_the_longest():
+    widths = [few_widths(n) for n in range(1, 1025)]
+    assert all(n <= width <= n + n / 8 for n, width in enumerate(widths, start=1))
+    assert widths[:16] == list(range(1, 17))  # short texts are padded exactly
+    assert len(set(widths[512:])) == 8  # eight sizes per doubling
