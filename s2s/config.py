@@ -639,6 +639,9 @@ class HeadConfig(OutputLayerConfig):
 class ClassifierModelConfig(Section):
     encoder: EncoderConfig = EncoderConfig()
     head: HeadConfig = HeadConfig()
+    # classifiers (encoder, pooling, head), each initialised apart, trained side by side on the same batches; a
+    # prediction is the mean of their label probabilities
+    members: int = Field(1, ge=1, le=16)
 
 
 # ---------------------------------------------------------------- training and evaluation sections
@@ -805,6 +808,8 @@ class ClassificationRecipe(Recipe):
                 "needs model.encoder.layers: 1 or bidirectional: false (above the first layer, each direction of a "
                 "bidirectional encoder reads the other's view of the words it is to predict)",
             )
+        if self.pretrain is not None and self.model.members > 1:
+            raise rule("pretrain", "needs model.members: 1 (the pretraining gives one encoder its starting weights)")
         if self.pretrain is not None and self.train.max_time and self.pretrain.max_time >= self.train.max_time:
             raise rule("pretrain.max_time", "must be shorter than train.max_time, which it is part of")
         return self

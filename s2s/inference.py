@@ -11,7 +11,7 @@ from s2s.config import CaptionEvalConfig, EvalConfig, LanguageModelEvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled, collate_tagged
 from s2s.data.images import image_tensor
 from s2s.errors import UsageError
-from s2s.models import Classifier, LanguageModel, Reading, Seq2Seq, Tagger, autocast
+from s2s.models import Classifier, ClassifierEnsemble, LanguageModel, Reading, Seq2Seq, Tagger, autocast
 from s2s.search import Hypothesis, Sampling, max_lengths, search
 from s2s.tokenizer import BOS, Tokenizer, TokenizerPair
 
@@ -91,7 +91,7 @@ class TextClassifier:
 
     def __init__(
         self,
-        model: Classifier,
+        model: Classifier | ClassifierEnsemble,
         tokenizer: Tokenizer,
         labels: list[str],
         max_length: int,

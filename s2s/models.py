@@ -100,6 +100,30 @@ class Classifier(nn.Module):
         return F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
 
 
+class ClassifierEnsemble(nn.Module):
+    """Classifiers initialised apart and trained side by side on the same batches, whose mean label probabilities
+    are the prediction (an ensemble: Hansen & Salamon 1990; Lakshminarayanan et al. 2017 found different starting
+    weights alone enough to make members disagree usefully). The training loss is the members' mean loss, so each
+    member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not see); only the
+    trainer's gradient clipping, over all members at once, ties their steps together."""
+
+    def __init__(self, members: list[Classifier]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def classify(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """src [B, S] ids → the log of the members' mean label probabilities [B, L] (so a softmax of it gives that
+        mean) and the members' mean pooling weights [B, S] (or None)."""
+        logits, weights = zip(*(member.classify(src, src_lengths) for member in self.members), strict=True)
+        probabilities = torch.stack([row.softmax(-1) for row in logits]).mean(0)
+        mean_weights = None if weights[0] is None else torch.stack(weights).mean(0)
+        return probabilities.log(), mean_weights
+
+    def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The members' mean loss."""
+        return torch.stack([member(batch, label_smoothing) for member in self.members]).mean()
+
+
 class Tagger(nn.Module):
     """Synchronised many-to-many: a tag for every word. Each word is its embedding joined to a vector of its
     spelling (the final states of a character-level RNN), so a word never seen in training is still read; the
@@ -223,7 +247,15 @@ def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEn
     return encoder
 
 
-def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier:
+def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier | ClassifierEnsemble:
+    """One classifier, or with ``members`` > 1 an ensemble of that many, each initialised from the random stream
+    in turn."""
+    if config.members > 1:
+        return ClassifierEnsemble([build_member(config, vocab_size, n_labels) for _ in range(config.members)])
+    return build_member(config, vocab_size, n_labels)
+
+
+def build_member(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier:
     encoder = build_encoder(config.encoder, vocab_size)
     head = config.head
     return Classifier(

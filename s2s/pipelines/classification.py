@@ -18,7 +18,7 @@ from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
 from s2s.inference import TextClassifier
 from s2s.metrics import classification_scores
-from s2s.models import Classifier, autocast_dtype, build_classifier, build_encoder
+from s2s.models import Classifier, ClassifierEnsemble, autocast_dtype, build_classifier, build_encoder
 from s2s.pipelines import EvalSource, Evaluation
 from s2s.pretraining import pretrain_encoder
 from s2s.tokenizer import PieceTokenizer, Tokenizer, load_text_tokenizer, train_text_tokenizer
@@ -168,13 +168,15 @@ class ClassificationPipeline:
         truncated = sum(len(t) > limit for t in ids)
         return LabelledIds([t[:limit] for t in ids], label_ids(rows, assets.labels)), truncated
 
-    def build_model(self, assets: TextLabels) -> Classifier:
+    def build_model(self, assets: TextLabels) -> Classifier | ClassifierEnsemble:
         model = build_classifier(self.recipe.model, assets.tokenizer.vocab_size, len(assets.labels))
-        if assets.encoder is not None:
+        if assets.encoder is not None:  # a recipe with pretrain has one member
             model.encoder.load_state_dict(assets.encoder)
         return model
 
-    def predictor(self, model: Classifier, assets: TextLabels, device: torch.device, dtype=None) -> TextClassifier:
+    def predictor(
+        self, model: Classifier | ClassifierEnsemble, assets: TextLabels, device: torch.device, dtype=None
+    ) -> TextClassifier:
         limit, batch_size = self.recipe.data.max_length, self.recipe.eval.batch_size
         return TextClassifier(model, assets.tokenizer, assets.labels, limit, batch_size, device, dtype)
 

@@ -202,6 +202,16 @@ ROWS = {
         "pretrain: needs model.encoder.layers: 1 or bidirectional: false (above the first layer, each direction of a "
         "bidirectional encoder reads the other's view of the words it is to predict)",
     ),
+    "pretraining an ensemble": (
+        CLASSIFICATION,
+        {"model.members": 3, "pretrain": {"max_time": "1m"}},
+        "pretrain: needs model.members: 1 (the pretraining gives one encoder its starting weights)",
+    ),
+    "an ensemble of none": (
+        CLASSIFICATION,
+        {"model.members": 0},
+        "model.members: input should be greater than or equal to 1 (got 0)",
+    ),
     "pretraining longer than training": (
         CLASSIFICATION,
         {"pretrain": {"max_time": "5m"}, "train.max_time": "5m"},

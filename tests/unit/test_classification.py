@@ -16,7 +16,7 @@ from s2s.models import build_classifier
 from s2s.pipelines import pipeline_for
 from s2s.pipelines.classification import label_set
 from s2s.runs import load_run
-from s2s.train import Events
+from s2s.train import Events, Trainer
 from tests.helpers import toy_sentiment_recipe, write_recipe, write_tsv
 
 # ---------------------------------------------------------------- the model
@@ -44,6 +44,42 @@ def test_every_pooling_gives_each_text_the_same_label_scores_in_a_padded_batch_a
         assert weights[1, 2:].eq(0).all() and weights[2, 3:].eq(0).all()  # nothing on padding
     else:
         assert weights is None
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_probabilities():
+    torch.manual_seed(0)
+    config = ClassifierModelConfig(
+        encoder=EncoderConfig(embedding_size=8, hidden_size=8, dropout=0.0),
+        head=HeadConfig(pooling="attention", dropout=0.0),
+        members=3,
+    )
+    model = build_classifier(config, vocab_size=30, n_labels=3).eval()
+    assert len(model.members) == 3
+    first, second = (member.encoder.embed.weight for member in model.members[:2])
+    assert not torch.equal(first, second)  # each member starts from its own weights
+    batch = collate_labelled([list(range(5, 12)), [11, 12]], None, [0, 1])
+    log_mean, weights = model.classify(batch.src, batch.src_lengths)
+    alone = [member.classify(batch.src, batch.src_lengths) for member in model.members]
+    torch.testing.assert_close(log_mean.softmax(-1), torch.stack([p.softmax(-1) for p, _ in alone]).mean(0))
+    torch.testing.assert_close(weights, torch.stack([w for _, w in alone]).mean(0))
+
+
+def test_each_ensemble_member_learns_from_its_own_loss_alone():
+    torch.manual_seed(0)
+    config = ClassifierModelConfig(
+        encoder=EncoderConfig(embedding_size=8, hidden_size=8, dropout=0.0, word_dropout=0.0),
+        head=HeadConfig(dropout=0.0),
+        members=2,
+    )
+    model = build_classifier(config, vocab_size=30, n_labels=2)
+    batch = collate_labelled([list(range(5, 12)), [11, 12], [7, 8, 9]], [0, 1, 1], [0, 1, 2])
+    model(batch).backward()
+    for member in model.members:
+        together = [p.grad.clone() for p in member.parameters()]
+        member.zero_grad()
+        (member(batch) / 2).backward()
+        for grad, parameter in zip(together, member.parameters(), strict=True):
+            torch.testing.assert_close(grad, parameter.grad)
 
 
 # ---------------------------------------------------------------- labels and scores
@@ -166,6 +202,18 @@ def test_training_learns_the_toy_task_and_keeps_the_labels_with_the_model(traine
     for p in predictions:
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert p.probability == max(p.probabilities.values()) > 0.5
+
+
+def test_an_ensemble_run_trains_saves_and_predicts_as_one_model(tmp_path):
+    recipe = toy_sentiment_recipe(tmp_path)
+    recipe["model"]["members"] = 2
+    torch.manual_seed(0)
+    Trainer(load_recipe(write_recipe(tmp_path / "recipe.yaml", recipe)), tmp_path / "run").run()
+    classifier = load_run(tmp_path / "run", task="classification").predictor
+    assert len(classifier.model.members) == 2
+    predictions = classifier.classify(["the film was great", "a dull story"])
+    assert [p.label for p in predictions] == ["pos", "neg"]
+    assert sum(predictions[0].probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_shipped_sentiment_recipes_load():
