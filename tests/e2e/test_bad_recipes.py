@@ -113,6 +113,11 @@ ROWS = {
         {"model.decoder.attention": "none"},
         "model.decoder.input_feeding: needs attention; set it to false when attention is 'none'",
     ),
+    "an attention penalty without attention": (
+        TRANSLATION,
+        {"model.decoder.attention": "none", "model.decoder.input_feeding": False, "model.decoder.attention_penalty": 1},
+        "model.decoder.attention_penalty: needs attention; set it to 0 when attention is 'none'",
+    ),
     "tied embeddings of two sizes": (
         TRANSLATION,
         {"model.decoder.tie_embeddings": True, "model.decoder.embedding_size": 8},
@@ -280,7 +285,7 @@ ROWS = {
     "train_last without efficientnet": (
         CAPTIONING,
         {"model.encoder.train_last": 2},
-        "model.encoder.train_last: only for backbone efficientnet_lite0",
+        "model.encoder.train_last: only for the backbones efficientnet_lite0, efficientnet_lite1, efficientnet_lite2",
     ),
     "train_last with all blocks training": (
         CAPTIONING,

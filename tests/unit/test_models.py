@@ -11,7 +11,7 @@ import torch
 
 from s2s.config import DecoderConfig, EncoderConfig, ModelConfig
 from s2s.data.batching import collate
-from s2s.models import build_seq2seq
+from s2s.models import attention_shortfall, build_seq2seq
 from s2s.modules.encoders import RNNEncoder, reverse_padded
 from tests.helpers import SENTENCES, TARGETS, VOCAB, small_model
 
@@ -135,6 +135,30 @@ def test_training_loss_is_label_smoothed_cross_entropy_per_real_target_token_gra
     (grad,) = torch.autograd.grad(loss, model.decoder.output.weight)
     (expected_grad,) = torch.autograd.grad(expected, model.decoder.output.weight)
     torch.testing.assert_close(grad, expected_grad)
+
+
+def test_the_attention_shortfall_counts_what_each_real_source_position_missed_over_the_real_steps():
+    weights = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # [B=1, T=3, S=3]
+    real = torch.tensor([[True, True, False]])  # the third step is padding: its weights do not count
+    source = torch.tensor([[True, True, False]])  # the third position is padding: it is owed nothing
+    assert attention_shortfall(weights, real, source).item() == (1 - 1.5) ** 2 + (1 - 0.5) ** 2
+
+
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_the_attention_penalty_joins_the_training_loss_per_target_token_and_never_the_validation_loss(input_feeding):
+    model = small_model(input_feeding=input_feeding).train()  # no dropout: training and validation read alike
+    batch = collate(SENTENCES, TARGETS, [0, 1, 2])
+    plain = model(batch)
+    model.decoder.attention_penalty = 0.7
+    memory = model.encode(batch.src, batch.src_lengths)
+    _, _, weights = model.decoder.attentional(batch.tgt_in, model.initial_state(memory), memory)
+    real = batch.tgt_out.ne(0)
+    shortfall = attention_shortfall(weights, real, memory.mask)
+    torch.testing.assert_close(model(batch), plain + 0.7 * shortfall / real.sum())
+    (grad,) = torch.autograd.grad(model(batch) - plain, model.decoder.attention.energy.weight)
+    assert grad.abs().sum() > 0  # the term reaches the attention's own weights
+    model.eval()
+    torch.testing.assert_close(model(batch), plain)
 
 
 def test_word_dropout_hides_words_only_in_training_and_never_touches_padding():
