@@ -114,10 +114,10 @@ class Classifier(nn.Module):
 
 class ClassifierEnsemble(nn.Module):
     """Classifiers initialised apart and trained side by side on the same batches, whose mean label probabilities
-    are the prediction (an ensemble: Hansen & Salamon 1990; Lakshminarayanan et al. 2017 found different starting
-    weights alone enough to make members disagree usefully). The training loss is the members' mean loss, so each
-    member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not see); only the
-    trainer's gradient clipping, over all members at once, ties their steps together."""
+    are the prediction (an ensemble: Hansen & Salamon 1990; Lee et al. 2015 found different starting weights a
+    better source of useful disagreement than different samples of the data). The training loss is the members'
+    mean loss, so each member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not
+    see); only the trainer's gradient clipping, over all members at once, ties their steps together."""
 
     def __init__(self, members: list[Classifier]):
         super().__init__()
