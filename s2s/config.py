@@ -321,6 +321,9 @@ class ImageCaptionData(ByFormat):
     # training images: a random crop of a slightly larger resize, and colour jitter; default: on, except with a
     # frozen encoder (whose features are computed once per image)
     augment: bool | None = None
+    # training pictures mirrored left to right half the time, "left" and "right" swapped in their captions; with a
+    # frozen encoder, each picture's mirrored features are computed once too (and cached beside the plain ones)
+    mirror: bool = False
     bad_images: Literal["skip", "fail"] = "skip"  # unreadable training images: skipped (and counted), or an error
     workers: int = Field(2, ge=0)  # data-loader processes that read and transform images (0: in the trainer)
     max_length: int = Field(40, gt=0)  # training captions with more tokens are dropped (and counted)
@@ -648,6 +651,15 @@ class ClassifierModelConfig(Section):
     # classifiers (encoder, pooling, head), each initialised apart, trained side by side on the same batches; a
     # prediction is the mean of their label probabilities
     members: int = Field(1, ge=1, le=16)
+    # shared: every member trains on the whole batch; split: each on its own rows of it (k, k + members, …), so
+    # each member meets the data in its own groups (train.batch_size is then all members' rows together)
+    member_batches: Literal["shared", "split"] = "shared"
+
+    @model_validator(mode="after")
+    def _split_needs_members(self) -> ClassifierModelConfig:
+        if self.member_batches == "split" and self.members == 1:
+            raise rule("member_batches", "split shares each batch among members; it needs model.members above 1")
+        return self
 
 
 # ---------------------------------------------------------------- training and evaluation sections

@@ -79,7 +79,8 @@ class RichEvents(Events):
                 f"continue with: s2s train --resume {summary['run_dir']}"
             )
             return
+        best = summary["best"]
         self.console.print(
             f"stopped ({summary['stop']}) after {summary['steps']:,} steps, {summary['seconds']:.0f} s; "
-            f"best valid {summary['keep_best_by']}: {summary['best']}"
+            f"best valid {summary['keep_best_by']}: {'none' if best is None else f'{best:.4g}'}"
         )

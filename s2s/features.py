@@ -28,9 +28,11 @@ PREPROCESSING = "resize-shorter-bilinear,centre-crop,imagenet-mean-std/1"
 STORED_DTYPE = torch.float16  # half the disk and memory; ReLU6 features in [0, 6] keep ~3 significant digits
 
 
-def backbone_fingerprint(name: str, backbone: nn.Module, image_size: int) -> str:
-    """What decides a feature grid besides the image: the backbone (name and every weight) and the preprocessing."""
-    digest = hashlib.sha256(f"{name}|{image_size}|{PREPROCESSING}".encode())
+def backbone_fingerprint(name: str, backbone: nn.Module, image_size: int, mirrored: bool = False) -> str:
+    """What decides a feature grid besides the image: the backbone (name and every weight) and the preprocessing
+    (``mirrored``: of the pictures flipped left to right)."""
+    steps = f"{PREPROCESSING},mirrored" if mirrored else PREPROCESSING
+    digest = hashlib.sha256(f"{name}|{image_size}|{steps}".encode())
     for key, tensor in backbone.state_dict().items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -79,17 +81,18 @@ def extract_features(
     cache: FeatureCache | None,
     report: Callable[[int, int], None] = lambda done, total: None,
     batch_size: int = 32,
+    mirrored: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """Feature grids [N, C, h, w] (``STORED_DTYPE``) of ``images``: read from ``cache`` where it has them, computed
-    with ``features`` (pixels [B, 3, S, S] → [B, C, h, w]) and stored otherwise. → (grids, how many were computed).
-    ``report(done, total)`` follows the computation."""
+    """Feature grids [N, C, h, w] (``STORED_DTYPE``) of ``images`` (``mirrored``: flipped left to right): read from
+    ``cache`` where it has them, computed with ``features`` (pixels [B, 3, S, S] → [B, C, h, w]) and stored
+    otherwise. → (grids, how many were computed). ``report(done, total)`` follows the computation."""
     digests = [image_digest(source) for source in images]
     found = {i: grid for i, d in enumerate(digests) if cache is not None and (grid := cache.get(d)) is not None}
     missing = [i for i in range(len(images)) if i not in found]
     report(0, len(missing))
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
-        pixels = torch.stack([image_tensor(open_image(images[i]), image_size) for i in chunk])
+        pixels = torch.stack([image_tensor(open_image(images[i]), image_size, mirrored=mirrored) for i in chunk])
         pixels = pixels.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             grids = features(pixels).to(STORED_DTYPE)  # [B, C, h, w]

@@ -117,11 +117,14 @@ class ClassifierEnsemble(nn.Module):
     are the prediction (an ensemble: Hansen & Salamon 1990; Lee et al. 2015 found different starting weights a
     better source of useful disagreement than different samples of the data). The training loss is the members'
     mean loss, so each member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not
-    see); only the trainer's gradient clipping, over all members at once, ties their steps together."""
+    see); only the trainer's gradient clipping, over all members at once, ties their steps together. With
+    ``split_batches`` each member trains on its own rows of each batch instead, so members also differ in the
+    groups and order they meet the examples in (the other source of diversity Lee et al. studied, with shuffling)."""
 
-    def __init__(self, members: list[Classifier]):
+    def __init__(self, members: list[Classifier], split_batches: bool = False):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.split_batches = split_batches
 
     def classify(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """src [B, S] ids → the log of the members' mean label probabilities [B, L] (so a softmax of it gives that
@@ -132,8 +135,14 @@ class ClassifierEnsemble(nn.Module):
         return probabilities.log(), mean_weights
 
     def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> torch.Tensor:
-        """The members' mean loss."""
-        return torch.stack([member(batch, label_smoothing) for member in self.members]).mean()
+        """The members' mean loss: each on the whole batch, or with ``split_batches`` on its own share of it."""
+        count = len(self.members)
+        if not self.split_batches:
+            return torch.stack([member(batch, label_smoothing) for member in self.members]).mean()
+        rows = len(batch.indices)
+        # member k: rows k, k + count, …; a batch of fewer rows than members gives each member one row, in turn
+        shares = [batch.rows(torch.arange(k, max(rows, count), count) % rows) for k in range(count)]
+        return torch.stack([m(share, label_smoothing) for m, share in zip(self.members, shares, strict=True)]).mean()
 
 
 class Tagger(nn.Module):
@@ -263,7 +272,8 @@ def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: i
     """One classifier, or with ``members`` > 1 an ensemble of that many, each initialised from the random stream
     in turn."""
     if config.members > 1:
-        return ClassifierEnsemble([build_member(config, vocab_size, n_labels) for _ in range(config.members)])
+        members = [build_member(config, vocab_size, n_labels) for _ in range(config.members)]
+        return ClassifierEnsemble(members, split_batches=config.member_batches == "split")
     return build_member(config, vocab_size, n_labels)
 
 

@@ -84,6 +84,13 @@ class LabelBatch:
             self.src.to(device, non_blocking=True), self.src_lengths, self.labels.to(device), self.indices
         )
 
+    def rows(self, rows: torch.Tensor) -> LabelBatch:
+        """The batch of these rows (a 1-D index tensor on the CPU)."""
+        on_device = rows.to(self.src.device)
+        return LabelBatch(
+            self.src[on_device], self.src_lengths[rows], self.labels[on_device], [self.indices[i] for i in rows]
+        )
+
 
 @dataclass
 class ImageBatch:
@@ -129,7 +136,7 @@ def collate_labelled(texts: list[list[int]], labels: list[int] | None, indices: 
     texts = [t or [EOS] for t in texts]  # an empty text still has one position to read
     return LabelBatch(
         src=pad(texts, few_widths(max(len(t) for t in texts))),
-        src_lengths=torch.tensor([max(1, len(t)) for t in texts], dtype=torch.long),
+        src_lengths=torch.tensor([len(t) for t in texts], dtype=torch.long),
         labels=torch.tensor(labels if labels is not None else [0] * len(texts), dtype=torch.long),
         indices=indices,
     )

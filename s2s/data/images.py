@@ -9,6 +9,7 @@ them (in data-loader workers); a file that is missing, truncated or not an image
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,10 +144,12 @@ def open_image(source: ImageSource) -> Image.Image:
         raise BadImage(f"{source}: unreadable image ({first_line(error)})") from None
 
 
-def image_tensor(image: Image.Image, size: int, rng: random.Random | None = None) -> torch.Tensor:
+def image_tensor(
+    image: Image.Image, size: int, rng: random.Random | None = None, mirrored: bool = False
+) -> torch.Tensor:
     """[3, size, size], normalised as ImageNet models expect. With ``rng`` (training, augment): a random crop
     of a 1/0.875 larger resize and a little brightness and contrast jitter; without: resize and centre crop.
-    Never a flip: captions say "left of"."""
+    ``mirrored``: the crop flipped left to right, whose captions need ``mirror_caption`` (they say "left of")."""
     scale = size / 0.875 if rng is not None else size
     width, height = image.size
     factor = scale / min(width, height)
@@ -155,11 +158,27 @@ def image_tensor(image: Image.Image, size: int, rng: random.Random | None = None
     left = rng.randint(0, free_x) if rng is not None else free_x // 2
     top = rng.randint(0, free_y) if rng is not None else free_y // 2
     cropped = resized.crop((left, top, left + size, top + size))
+    if mirrored:
+        cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if rng is not None:
         cropped = ImageEnhance.Brightness(cropped).enhance(rng.uniform(0.8, 1.2))
         cropped = ImageEnhance.Contrast(cropped).enhance(rng.uniform(0.8, 1.2))
     pixels = torch.frombuffer(bytearray(cropped.tobytes()), dtype=torch.uint8).view(size, size, 3)
     return (pixels.permute(2, 0, 1).float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the picture mirrored left to right: the words "left" and "right" swapped, case kept."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group()
+        other = "right" if word.lower() == "left" else "left"
+        return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
+
+    return SIDES.sub(swap, caption)
 
 
 def image_files(paths: list[Path]) -> list[Path]:

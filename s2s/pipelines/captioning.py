@@ -21,6 +21,7 @@ from s2s.data.images import (
     ImageSource,
     image_tensor,
     load_captioned,
+    mirror_caption,
     open_image,
     read_flickr8k_captions,
 )
@@ -46,6 +47,10 @@ class CaptionedImages(Dataset, ByLength):
     augment: bool
     workers: int
     features: torch.Tensor | None = None  # [N images, C, h, w]: a fixed backbone's grids, read instead of pixels
+    # data.mirror: each example's caption for its picture mirrored (``mirror_caption``), read half the time with
+    # the mirrored picture, or its grid (``mirrored_features``)
+    mirrored_captions: list[list[int]] | None = None
+    mirrored_features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -54,12 +59,15 @@ class CaptionedImages(Dataset, ByLength):
         return [len(c) + 1 for c in self.captions]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[int], int]:
+        # draws from torch's generator: seeded per data-loader worker and saved in checkpoints, so reproducible
+        mirrored = self.mirrored_captions is not None and bool(torch.randint(2, ()))
+        caption = (self.mirrored_captions if mirrored else self.captions)[index]
         if self.features is not None:
-            return self.features[self.image_of[index]].float(), self.captions[index], index
-        # a seed from torch's generator: seeded per data-loader worker, so augmentation is reproducible
+            grids = self.mirrored_features if mirrored else self.features
+            return grids[self.image_of[index]].float(), caption, index
         rng = random.Random(int(torch.randint(2**62, ()))) if self.augment else None
         image = open_image(self.images[self.image_of[index]])
-        return image_tensor(image, self.image_size, rng), self.captions[index], index
+        return image_tensor(image, self.image_size, rng, mirrored), caption, index
 
     def batch(self, indices: list[int]) -> ImageBatch:
         return collate([self[i] for i in indices])
@@ -76,12 +84,13 @@ def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> ImageBatch:
     return collate_images(list(images), list(captions), list(indices))
 
 
-def feature_cache(recipe: CaptioningRecipe, backbone: torch.nn.Module) -> FeatureCache | None:
-    """Where the recipe's backbone keeps its feature grids; None when it has no fixed features or no cache."""
+def feature_cache(recipe: CaptioningRecipe, backbone: torch.nn.Module, mirrored: bool = False) -> FeatureCache | None:
+    """Where the recipe's backbone keeps its feature grids (``mirrored``: of the mirrored pictures); None when it has
+    no fixed features or no cache."""
     enc, data = recipe.model.encoder, recipe.data
     if not (enc.features_fixed and data.feature_cache):
         return None
-    return FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size))
+    return FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size, mirrored))
 
 
 def readable(split: ImageCaptions, policy: str, name: str, events) -> ImageCaptions:
@@ -129,12 +138,12 @@ class CaptioningPipeline:
     def examples(self, tokenizer: Tokenizer, splits, events) -> tuple[CaptionedImages, CaptionedImages]:
         """One example per caption; with a fixed backbone, each picture's feature grid attached."""
         data, (train, valid) = self.recipe.data, splits
-        train_examples, dropped = self.caption_examples(tokenizer, train, data.augment, data.max_length)
+        train_examples, dropped = self.caption_examples(tokenizer, train, training=True)
         events.message(
             f"{len(train.images):,} training images with {len(train_examples):,} captions "
             f"({dropped:,} over data.max_length = {data.max_length} tokens dropped)"
         )
-        valid_examples = self.caption_examples(tokenizer, valid, augment=False, max_length=None)[0]
+        valid_examples = self.caption_examples(tokenizer, valid, training=False)[0]
         if self.recipe.model.encoder.features_fixed:
             backbone = build_backbone(self.recipe.model.encoder)[0]
             self.attach_features(backbone, [train_examples, valid_examples], events)
@@ -145,33 +154,46 @@ class CaptioningPipeline:
         enc, data = self.recipe.model.encoder, self.recipe.data
         backbone = backbone.eval().to(memory_format=torch.channels_last)  # channels-last convolutions run faster
         cache = feature_cache(self.recipe, backbone)
+        mirrored_cache = feature_cache(self.recipe, backbone, mirrored=True) if data.mirror else None
         started, computed, total = time.monotonic(), 0, 0
         for split in splits:
             report = partial(events.work, f"features ({enc.backbone})")
             split.features, fresh = extract_features(split.images, backbone, data.image_size, cache, report)
             computed, total = computed + fresh, total + len(split.images)
+            if split.mirrored_captions is not None:
+                report = partial(events.work, f"mirrored features ({enc.backbone})")
+                split.mirrored_features, fresh = extract_features(
+                    split.images, backbone, data.image_size, mirrored_cache, report, mirrored=True
+                )
+                computed, total = computed + fresh, total + len(split.images)
         where = f"cache {cache.folder}" if cache else "not kept: data.feature_cache is null"
+        if mirrored_cache:
+            where += f"; mirrored: {mirrored_cache.folder}"
         events.message(
             f"image features: {total - computed:,} of {total:,} images read from the cache, {computed:,} computed "
             f"in {time.monotonic() - started:.0f} s ({where})"
         )
 
     def caption_examples(
-        self, tokenizer: Tokenizer, split: ImageCaptions, augment: bool, max_length: int | None
+        self, tokenizer: Tokenizer, split: ImageCaptions, training: bool
     ) -> tuple[CaptionedImages, int]:
-        """One example per caption (those over ``max_length`` tokens left out), and how many were left out."""
+        """One example per caption, and how many were left out: in training, those over ``data.max_length`` tokens,
+        and the pictures augmented and mirrored as the data section says."""
         data = self.recipe.data
-        image_of, captions, dropped = [], [], 0
+        image_of, captions, texts, dropped = [], [], [], 0
         for image, references in enumerate(split.captions):
-            for ids in tokenizer.encode(references):
-                if max_length is not None and len(ids) > max_length:
+            for text, ids in zip(references, tokenizer.encode(references), strict=True):
+                if training and len(ids) > data.max_length:
                     dropped += 1
                     continue
                 image_of.append(image)
                 captions.append(ids)
+                texts.append(text)
+        mirrored = tokenizer.encode([mirror_caption(t) for t in texts]) if training and data.mirror else None
         examples = CaptionedImages(
-            split.images, split.captions, image_of, captions, data.image_size, augment, data.workers
-        )
+            split.images, split.captions, image_of, captions, data.image_size, training and bool(data.augment),
+            data.workers, mirrored_captions=mirrored,
+        )  # fmt: skip
         return examples, dropped
 
     def build_model(self, tokenizer: Tokenizer) -> Seq2Seq:

@@ -212,6 +212,11 @@ ROWS = {
         {"model.members": 3, "pretrain": {"max_time": "1m"}},
         "pretrain: needs model.members: 1 (the pretraining gives one encoder its starting weights)",
     ),
+    "members splitting batches without members": (
+        CLASSIFICATION,
+        {"model.member_batches": "split"},
+        "model.member_batches: split shares each batch among members; it needs model.members above 1",
+    ),
     "an ensemble of none": (
         CLASSIFICATION,
         {"model.members": 0},

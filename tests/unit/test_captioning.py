@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from s2s.config import CaptionModelConfig, DecoderConfig, ImageCaptionData, ImageEncoderConfig, load_recipe
-from s2s.data.images import BadImage, ImageCaptions, image_tensor, load_captioned, open_image
+from s2s.data.images import BadImage, ImageCaptions, image_tensor, load_captioned, mirror_caption, open_image
 from s2s.data.shapes import shapes_split
 from s2s.errors import DataError, RecipeError
 from s2s.metrics import caption_scores
@@ -224,3 +224,30 @@ def test_images_read_in_data_loader_workers_make_the_same_batches_as_in_the_trai
     for in_workers, here in zip(examples.iterate(batches), map(examples.batch, batches), strict=True):
         assert torch.equal(in_workers.src, here.src) and torch.equal(in_workers.tgt_out, here.tgt_out)
         assert in_workers.indices == here.indices
+
+
+def test_a_mirrored_picture_is_the_plain_one_flipped_left_to_right():
+    picture = Image.new("RGB", (45, 30), (200, 30, 30))
+    picture.paste((30, 30, 200), (0, 0, 15, 30))  # a blue band on the left: the picture is not symmetric
+    plain, mirrored = image_tensor(picture, 24), image_tensor(picture, 24, mirrored=True)
+    assert torch.equal(mirrored, plain.flip(-1)) and not torch.equal(mirrored, plain)
+
+
+def test_the_caption_of_a_mirrored_picture_swaps_left_and_right_and_keeps_their_case():
+    assert mirror_caption("A dog left of the Right tree; LEFT.") == "A dog right of the Left tree; RIGHT."
+    assert mirror_caption("a bright leftover copyright") == "a bright leftover copyright"  # words, not letters
+
+
+def test_with_mirror_an_example_reads_the_mirrored_grid_with_the_mirrored_caption_about_half_the_time():
+    from s2s.pipelines.captioning import CaptionedImages
+
+    examples = CaptionedImages(
+        [], [], [0, 1], [[4], [5]], image_size=32, augment=False, workers=0,
+        features=torch.zeros(2, 1, 1, 1), mirrored_captions=[[6], [7]], mirrored_features=torch.ones(2, 1, 1, 1),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    draws = [(float(grid.sum()), caption) for grid, caption, _ in (examples[k % 2] for k in range(400))]
+    assert set(map(lambda d: (d[0], tuple(d[1])), draws)) == {(0.0, (4,)), (0.0, (5,)), (1.0, (6,)), (1.0, (7,))}
+    assert 150 < sum(mirrored for mirrored, _ in draws) < 250
+    examples.mirrored_captions = None  # without mirror: always the plain picture and caption
+    assert {(float(examples[k][0].sum()), tuple(examples[k][1])) for k in (0, 1)} == {(0.0, (4,)), (0.0, (5,))}

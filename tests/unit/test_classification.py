@@ -82,6 +82,32 @@ def test_each_ensemble_member_learns_from_its_own_loss_alone():
             torch.testing.assert_close(grad, parameter.grad)
 
 
+@pytest.mark.parametrize(
+    "rows, shares",
+    [(7, [[0, 3, 6], [1, 4], [2, 5]]), (2, [[0], [1], [0]])],  # a batch of fewer rows than members: one row each
+    ids=["rows k, k + 3, ...", "fewer rows than members"],
+)
+def test_with_split_batches_each_member_trains_on_its_own_share_of_the_batch(rows, shares):
+    torch.manual_seed(0)
+    config = ClassifierModelConfig(
+        encoder=EncoderConfig(embedding_size=8, hidden_size=8, dropout=0.0, word_dropout=0.0),
+        head=HeadConfig(dropout=0.0),
+        members=3,
+        member_batches="split",
+    )
+    model = build_classifier(config, vocab_size=30, n_labels=2)
+    texts = [list(range(5, 5 + n)) for n in (7, 2, 3, 9, 4, 5, 6)][:rows]
+    batch = collate_labelled(texts, [0, 1, 1, 0, 1, 0, 0][:rows], list(range(rows)))
+    model(batch).backward()
+    for member, share in zip(model.members, shares, strict=True):
+        together = [p.grad.clone() for p in member.parameters()]
+        member.zero_grad()
+        own = collate_labelled([texts[i] for i in share], [batch.labels[i].item() for i in share], share)
+        (member(own) / 3).backward()
+        for grad, parameter in zip(together, member.parameters(), strict=True):
+            torch.testing.assert_close(grad, parameter.grad)
+
+
 # ---------------------------------------------------------------- labels and scores
 
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from s2s.data.images import image_tensor, open_image
 from s2s.features import FeatureCache, backbone_fingerprint, extract_features, image_digest
 
 
@@ -121,3 +122,18 @@ def test_progress_is_reported_while_computing(setup):
     with torch.no_grad():
         extract_features(paths, backbone, 16, cache, lambda done, total: seen.append((done, total)), batch_size=2)
     assert seen == [(0, 3), (2, 3), (3, 3)]
+
+
+def test_mirrored_pictures_have_grids_of_their_own_apart_from_the_plain_ones(setup):
+    paths, backbone, cache = setup
+    picture = Image.new("RGB", (20, 16), (0, 0, 0))
+    picture.paste((200, 30, 30), (0, 0, 8, 16))  # a stripe on the left: the picture is not symmetric
+    picture.save(paths[0])
+    mirrored_cache = FeatureCache(cache.folder.parent, backbone_fingerprint("counting", backbone, 16, mirrored=True))
+    assert mirrored_cache.folder != cache.folder
+    plain, _ = extract(paths, backbone, cache)
+    with torch.no_grad():
+        mirrored, computed = extract_features(paths, backbone, 16, mirrored_cache, mirrored=True)
+        flipped = backbone(torch.stack([image_tensor(open_image(p), 16).flip(-1) for p in paths]))
+    assert computed == 3  # none read from the plain grids
+    assert torch.equal(mirrored, flipped.to(mirrored.dtype)) and not torch.equal(mirrored[0], plain[0])
