@@ -119,7 +119,7 @@ class ClassifierEnsemble(nn.Module):
     mean loss, so each member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not
     see); only the trainer's gradient clipping, over all members at once, ties their steps together. With
     ``split_batches`` each member trains on its own rows of each batch instead, so members also differ in the
-    groups and order they meet the examples in (the other source of diversity Lee et al. studied, with shuffling)."""
+    groups and order they meet the examples in, as classifiers trained apart do."""
 
     def __init__(self, members: list[Classifier], split_batches: bool = False):
         super().__init__()
