@@ -552,7 +552,13 @@ class DecoderConfig(RecurrentSection):
             )
 
 
-class ModelConfig(Section):
+class EnsembleConfig(Section):
+    # models of this section, each initialised apart, trained side by side on the same batches: a classifier
+    # predicts their mean label probabilities, a decoder's search follows their mean next-token probabilities
+    members: int = Field(1, ge=1, le=16)
+
+
+class ModelConfig(EnsembleConfig):
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
 
@@ -622,7 +628,7 @@ class ImageEncoderConfig(Section):
         return bool(self.freeze) and self.train_last == 0 and pretrained
 
 
-class CaptionModelConfig(Section):
+class CaptionModelConfig(EnsembleConfig):
     encoder: ImageEncoderConfig = ImageEncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
 
@@ -645,12 +651,9 @@ class HeadConfig(OutputLayerConfig):
     pooling: Literal["last", "mean", "max", "attention"] = "max"
 
 
-class ClassifierModelConfig(Section):
+class ClassifierModelConfig(EnsembleConfig):
     encoder: EncoderConfig = EncoderConfig()
     head: HeadConfig = HeadConfig()
-    # classifiers (encoder, pooling, head), each initialised apart, trained side by side on the same batches; a
-    # prediction is the mean of their label probabilities
-    members: int = Field(1, ge=1, le=16)
     # shared: every member trains on the whole batch; split: each on its own rows of it (k, k + members, …), so
     # each member meets the data in its own groups (train.batch_size is then all members' rows together)
     member_batches: Literal["shared", "split"] = "shared"

@@ -11,7 +11,15 @@ from s2s.config import CaptionEvalConfig, EvalConfig, LanguageModelEvalConfig
 from s2s.data.batching import batch_indices, collate, collate_labelled, collate_tagged
 from s2s.data.images import image_tensor
 from s2s.errors import UsageError
-from s2s.models import Classifier, ClassifierEnsemble, LanguageModel, Reading, Seq2Seq, Tagger, autocast
+from s2s.models import (
+    Classifier,
+    ClassifierEnsemble,
+    EncoderDecoder,
+    LanguageModel,
+    Reading,
+    Tagger,
+    autocast,
+)
 from s2s.search import Hypothesis, Sampling, max_lengths, search
 from s2s.tokenizer import BOS, Tokenizer, TokenizerPair
 
@@ -27,7 +35,7 @@ class Translation:
 class Translator:
     def __init__(
         self,
-        model: Seq2Seq,
+        model: EncoderDecoder,
         tokenizers: TokenizerPair,
         eval_config: EvalConfig,
         device: torch.device = torch.device("cpu"),
@@ -70,7 +78,7 @@ class Translator:
 
     @property
     def has_attention(self) -> bool:
-        return self.model.decoder.attention is not None
+        return self.model.attends
 
     def present(self, source_ids: list[int], hyp: Hypothesis, text: str) -> Translation:
         return Translation(text, hyp, self.tokenizers.src.pieces(source_ids), self.tokenizers.tgt.pieces(hyp.tokens))
@@ -139,7 +147,7 @@ class ImageCaptioner:
 
     def __init__(
         self,
-        model: Seq2Seq,
+        model: EncoderDecoder,
         tokenizer: Tokenizer,
         eval_config: CaptionEvalConfig,
         image_size: int,

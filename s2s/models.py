@@ -6,6 +6,9 @@ Training: ``model(batch) → loss``. Search: ``encode`` once, then ``initial_sta
 
 from __future__ import annotations
 
+import math
+from functools import partial
+from itertools import chain, count, repeat
 from typing import NamedTuple
 
 import torch
@@ -64,6 +67,11 @@ class Seq2Seq(nn.Module):
     def reorder_state(self, state: DecoderState, order: torch.Tensor) -> DecoderState:
         return self.decoder.reorder_state(state, order)
 
+    @property
+    def attends(self) -> bool:
+        """Whether search can show which source positions (or grid cells) each output step read."""
+        return self.decoder.attention is not None
+
     def search_in_kernels(self, memory: Memory, limit, beam_size, alpha, nbest, attention):
         """The whole search in the compiled kernels, where they cover the decoder (see ``RNNDecoder``), else None."""
         return self.decoder.search_in_kernels(memory, limit, beam_size, alpha, nbest, attention)
@@ -112,37 +120,91 @@ class Classifier(nn.Module):
         return F.cross_entropy(logits, batch.labels, label_smoothing=label_smoothing)
 
 
-class ClassifierEnsemble(nn.Module):
-    """Classifiers initialised apart and trained side by side on the same batches, whose mean label probabilities
-    are the prediction (an ensemble: Hansen & Salamon 1990; Lee et al. 2015 found different starting weights a
-    better source of useful disagreement than different samples of the data). The training loss is the members'
-    mean loss, so each member's gradient is its own loss's, scaled by 1/members (which Adam's step size does not
-    see); only the trainer's gradient clipping, over all members at once, ties their steps together. With
-    ``split_batches`` each member trains on its own rows of each batch instead, so members also differ in the
-    groups and order they meet the examples in, as classifiers trained apart do."""
+class Ensemble(nn.Module):
+    """Models initialised apart and trained side by side on the same batches, predicting together (an ensemble:
+    Hansen & Salamon 1990; Lee et al. 2015 found different starting weights a better source of useful disagreement
+    than different samples of the data). The training loss is the members' mean loss, so each member's gradient is
+    its own loss's, scaled by 1/members (which Adam's step size does not see); only the trainer's gradient clipping,
+    over all members at once, ties their steps together. With ``split_batches`` each member trains on its own rows
+    of each batch instead, so members also differ in the groups and order they meet the examples in, as models
+    trained apart do."""
 
-    def __init__(self, members: list[Classifier], split_batches: bool = False):
+    def __init__(self, members: list[nn.Module], split_batches: bool = False):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.split_batches = split_batches
+
+    def forward(self, batch, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The members' mean loss: each on the whole batch, or with ``split_batches`` on its own share of it."""
+        count = len(self.members)
+        shares = [batch] * count
+        if self.split_batches:
+            rows = len(batch.indices)
+            # member k: rows k, k + count, …; a batch of fewer rows than members gives each member one row, in turn
+            shares = [batch.rows(torch.arange(k, max(rows, count), count) % rows) for k in range(count)]
+        return torch.stack([m(share, label_smoothing) for m, share in zip(self.members, shares, strict=True)]).mean()
+
+
+def mean_weights(weights: tuple[torch.Tensor | None, ...]) -> torch.Tensor | None:
+    """The members' mean attention or pooling weights, or None for members without them."""
+    return None if weights[0] is None else torch.stack(weights).mean(0)
+
+
+class ClassifierEnsemble(Ensemble):
+    """Classifiers whose mean label probabilities are the prediction."""
 
     def classify(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """src [B, S] ids → the log of the members' mean label probabilities [B, L] (so a softmax of it gives that
         mean) and the members' mean pooling weights [B, S] (or None)."""
         logits, weights = zip(*(member.classify(src, src_lengths) for member in self.members), strict=True)
         probabilities = torch.stack([row.softmax(-1) for row in logits]).mean(0)
-        mean_weights = None if weights[0] is None else torch.stack(weights).mean(0)
-        return probabilities.log(), mean_weights
+        return probabilities.log(), mean_weights(weights)
 
-    def forward(self, batch: LabelBatch, label_smoothing: float = 0.0) -> torch.Tensor:
-        """The members' mean loss: each on the whole batch, or with ``split_batches`` on its own share of it."""
-        count = len(self.members)
-        if not self.split_batches:
-            return torch.stack([member(batch, label_smoothing) for member in self.members]).mean()
-        rows = len(batch.indices)
-        # member k: rows k, k + count, …; a batch of fewer rows than members gives each member one row, in turn
-        shares = [batch.rows(torch.arange(k, max(rows, count), count) % rows) for k in range(count)]
-        return torch.stack([m(share, label_smoothing) for m, share in zip(self.members, shares, strict=True)]).mean()
+
+class EnsembleMemory(NamedTuple):
+    """Each member's encoding of the same inputs."""
+
+    parts: tuple[Memory, ...]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.parts[0].mask
+
+    def select(self, rows: torch.Tensor) -> EnsembleMemory:
+        return EnsembleMemory(tuple(part.select(rows) for part in self.parts))
+
+
+class Seq2SeqEnsemble(Ensemble):
+    """Encoder-decoders that search together: each step's next-token distribution is the mean of the members'
+    (the ensemble decoding of Sutskever et al. 2014 and of Show and Tell). Search sees one model with the same
+    interface as ``Seq2Seq``; its state and memory hold every member's. Captioners share a backbone that does not
+    train (``build_captioner``), so a picture's feature grid serves them all."""
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> EnsembleMemory:
+        return EnsembleMemory(tuple(member.encode(src, src_lengths) for member in self.members))
+
+    @property
+    def attends(self) -> bool:
+        return self.members[0].attends
+
+    def initial_state(self, memory: EnsembleMemory) -> tuple[DecoderState, ...]:
+        return tuple(m.initial_state(part) for m, part in zip(self.members, memory.parts, strict=True))
+
+    def step(
+        self, prev: torch.Tensor, state: tuple[DecoderState, ...], memory: EnsembleMemory
+    ) -> tuple[torch.Tensor, tuple[DecoderState, ...], torch.Tensor | None]:
+        """prev [B] ids → the log of the members' mean next-token probabilities [B, V] (fp32), the next states, the
+        members' mean attention weights [B, S]."""
+        steps = [m.step(prev, s, part) for m, s, part in zip(self.members, state, memory.parts, strict=True)]
+        logits, states, weights = zip(*steps, strict=True)
+        log_probs = torch.stack([torch.log_softmax(row.float(), dim=-1) for row in logits])  # [N, B, V]
+        return log_probs.logsumexp(0) - math.log(len(self.members)), states, mean_weights(weights)
+
+    def reorder_state(self, state: tuple[DecoderState, ...], order: torch.Tensor) -> tuple[DecoderState, ...]:
+        return tuple(m.reorder_state(s, order) for m, s in zip(self.members, state, strict=True))
+
+    def decoding(self):
+        return reuse_weight_casts()
 
 
 class Tagger(nn.Module):
@@ -271,10 +333,9 @@ def build_encoder(enc: EncoderConfig, vocab_size: int, joined: int = 0) -> RNNEn
 def build_classifier(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier | ClassifierEnsemble:
     """One classifier, or with ``members`` > 1 an ensemble of that many, each initialised from the random stream
     in turn."""
-    if config.members > 1:
-        members = [build_member(config, vocab_size, n_labels) for _ in range(config.members)]
-        return ClassifierEnsemble(members, split_batches=config.member_batches == "split")
-    return build_member(config, vocab_size, n_labels)
+    split = config.member_batches == "split"
+    member = partial(build_member, config, vocab_size, n_labels)
+    return ensemble_of(member, config.members, ClassifierEnsemble, split_batches=split)
 
 
 def build_member(config: ClassifierModelConfig, vocab_size: int, n_labels: int) -> Classifier:
@@ -300,21 +361,49 @@ def build_tagger(config: TaggerModelConfig, n_words: int, n_chars: int, n_tags: 
     return Tagger(encoder, characters, ClassifierHead(encoder.output_size, n_tags, head.hidden_size, head.dropout))
 
 
-def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    """The one place where the recipe's model section becomes modules; conflicts name their recipe keys."""
-    encoder = build_encoder(config.encoder, src_vocab)
-    return Seq2Seq(encoder, build_decoder(config.decoder, tgt_vocab, encoder.output_size))
+EncoderDecoder = Seq2Seq | Seq2SeqEnsemble  # what search, translators and captioners work with
 
 
-def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int) -> Seq2Seq:
+def build_seq2seq(config: ModelConfig, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:
+    """The one place where the recipe's model section becomes modules; conflicts name their recipe keys. With
+    ``members`` > 1, an ensemble of that many, each initialised from the random stream in turn."""
+
+    def member() -> Seq2Seq:
+        encoder = build_encoder(config.encoder, src_vocab)
+        return Seq2Seq(encoder, build_decoder(config.decoder, tgt_vocab, encoder.output_size))
+
+    return ensemble_of(member, config.members, Seq2SeqEnsemble)
+
+
+def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int) -> EncoderDecoder:
     """A CNN image encoder and the very decoder translation uses (Show and Tell; with attention, Show, Attend
-    and Tell): one model class, one search."""
+    and Tell): one model class, one search. The members of an ensemble share a backbone that does not train."""
     enc = config.encoder
-    backbone, channels, tuned = build_backbone(enc)
-    encoder = ImageEncoder(
-        backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze, tuned
-    )
-    return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
+    first = build_backbone(enc)
+    # a backbone that trains is each member's own (built in turn); one that does not serves them all
+    shared = enc.freeze and not first[2]
+    backbones = chain([first], repeat(first) if shared else (build_backbone(enc) for _ in count()))
+
+    def member() -> Seq2Seq:
+        backbone, channels, tuned = next(backbones)
+        encoder = ImageEncoder(
+            backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze, tuned
+        )
+        return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
+
+    return ensemble_of(member, config.members, Seq2SeqEnsemble)
+
+
+def ensemble_of(build_member, members: int, ensemble: type[Ensemble], **options) -> nn.Module:
+    """One model from ``build_member()``, or with ``members`` > 1 an ``ensemble`` of that many."""
+    if members == 1:
+        return build_member()
+    return ensemble([build_member() for _ in range(members)], **options)
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The models an ensemble predicts with, or the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
 def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Module]]:

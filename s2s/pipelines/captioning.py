@@ -30,7 +30,7 @@ from s2s.features import FeatureCache, backbone_fingerprint, extract_features
 from s2s.files import write_text
 from s2s.inference import Caption, ImageCaptioner
 from s2s.metrics import caption_scores
-from s2s.models import Seq2Seq, build_backbone, build_captioner
+from s2s.models import EncoderDecoder, build_backbone, build_captioner, members_of
 from s2s.pipelines import EvalSource, Evaluation, UsageError
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
@@ -196,10 +196,12 @@ class CaptioningPipeline:
         )  # fmt: skip
         return examples, dropped
 
-    def build_model(self, tokenizer: Tokenizer) -> Seq2Seq:
+    def build_model(self, tokenizer: Tokenizer) -> EncoderDecoder:
         return build_captioner(self.recipe.model, tokenizer.vocab_size, self.recipe.data.image_size)
 
-    def predictor(self, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device, dtype=None) -> ImageCaptioner:
+    def predictor(
+        self, model: EncoderDecoder, tokenizer: Tokenizer, device: torch.device, dtype=None
+    ) -> ImageCaptioner:
         return ImageCaptioner(model, tokenizer, self.recipe.eval, self.recipe.data.image_size, device, dtype)
 
     def predict(self, captioner: ImageCaptioner, valid: CaptionedImages, count: int | None, beam_size: int | None):
@@ -253,7 +255,8 @@ class CaptioningPipeline:
 
     def cached_features(self, captioner: ImageCaptioner, images: list[ImageSource]) -> tuple[torch.Tensor, str] | None:
         """The feature grids of ``images`` and a line saying where they came from, when the recipe caches them."""
-        encoder = captioner.model.eval().encoder  # grids computed here are stored: fixed batch-norm statistics
+        # grids computed here are stored: fixed batch-norm statistics; an ensemble's members share the backbone
+        encoder = members_of(captioner.model.eval())[0].encoder
         cache = feature_cache(self.recipe, encoder.backbone)
         if cache is None:
             return None

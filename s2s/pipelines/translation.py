@@ -16,7 +16,7 @@ from s2s.errors import DataError, UsageError
 from s2s.files import write_text
 from s2s.inference import Translation, Translator
 from s2s.metrics import bleu_by_length, score_corpus, token_accuracy
-from s2s.models import Seq2Seq, build_seq2seq
+from s2s.models import EncoderDecoder, build_seq2seq
 from s2s.pipelines import EvalSource, Evaluation
 from s2s.tokenizer import TokenizerPair, train_tokenizers
 
@@ -93,10 +93,12 @@ class TranslationPipeline:
             )
         return train.subset(kept), encode(tokenizers, valid_pairs)
 
-    def build_model(self, tokenizers: TokenizerPair) -> Seq2Seq:
+    def build_model(self, tokenizers: TokenizerPair) -> EncoderDecoder:
         return build_seq2seq(self.recipe.model, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
 
-    def predictor(self, model: Seq2Seq, tokenizers: TokenizerPair, device: torch.device, dtype=None) -> Translator:
+    def predictor(
+        self, model: EncoderDecoder, tokenizers: TokenizerPair, device: torch.device, dtype=None
+    ) -> Translator:
         return Translator(model, tokenizers, self.recipe.eval, device, dtype)
 
     def predict(self, translator: Translator, valid: Corpus, count: int | None, beam_size: int | None):

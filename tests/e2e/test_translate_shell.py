@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pexpect
 import pytest
+import torch
 
+from s2s.data.batching import collate
 from s2s.data.generated import written_forms
+from s2s.search import max_lengths
+from s2s.tokenizer import BOS, EOS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 S2S = [sys.executable, "-m", "s2s"]
@@ -51,6 +55,45 @@ def expected(translator):
     return output_for
 
 
+@pytest.fixture(scope="module")
+def assert_translations(translator, expected):
+    """Check that ``output`` has one line per line of ``text``, blank where it is blank, each the translation of its
+    own input line: the one it gets alone, or one that greedy search could have given it had a near-tie gone the
+    other way. The filter decodes lines in batches, and a batch's arithmetic differs from one sentence's in the last
+    bits (how much depends on the CPU's matrix kernels), so a barely trained model's near-ties may go either way."""
+
+    def check(text: str, output: str) -> None:
+        assert translator.config.beam_size == 1, "the near-tie rule below is greedy search's"
+        lines, answers = text.splitlines(), output.split("\n")
+        assert answers.pop() == "" and len(answers) == len(lines), output
+        for line, answer, alone in zip(lines, answers, expected(text).splitlines(), strict=True):
+            assert answer == alone or (line.strip() and greedy_up_to_rounding(translator, line, answer)), (line, answer)
+
+    return check
+
+
+def greedy_up_to_rounding(translator, line: str, answer: str, slack: float = 1e-3) -> bool:
+    """Whether every token of ``answer`` (re-tokenised) and its EOS is within ``slack`` nats of the most probable one
+    at its step, given ``line``: what greedy search may output when near-ties go either way."""
+    model, tokenizers = translator.model.eval(), translator.tokenizers
+    batch = collate(tokenizers.src.encode([line]), None, [0])
+    limit = int(max_lengths(batch.src_lengths, translator.config.max_length_ratio)[0])
+    target = tokenizers.tgt.encode([answer])[0]
+    if tokenizers.tgt.decode([target])[0] != answer or len(target) > limit - 1:
+        return False
+    with torch.no_grad():
+        memory = model.encode(batch.src, batch.src_lengths)
+        state, prev = model.initial_state(memory), torch.tensor([BOS])
+        forced = len(target) == limit - 1  # the output reached the length limit, where search forces EOS
+        for token in target if forced else [*target, EOS]:
+            logits, state, _ = model.step(prev, state, memory)
+            log_probs = logits.float().log_softmax(-1)[0]
+            if float(log_probs.max() - log_probs[token]) > slack:
+                return False
+            prev = torch.tensor([token])
+    return True
+
+
 def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -81,10 +124,10 @@ PIPE_INPUTS = [
 
 
 @pytest.mark.parametrize("text", PIPE_INPUTS)
-def test_a_pipe_gets_one_line_out_per_line_in_in_order(text, trained_run, expected):
+def test_a_pipe_gets_one_line_out_per_line_in_in_order(text, trained_run, assert_translations):
     result = translate("--model", trained_run, stdin=text)
     assert_ok(result)
-    assert result.stdout == expected(text)
+    assert_translations(text, result.stdout)
     assert len(result.stdout.splitlines()) == len(text.splitlines())
 
 
