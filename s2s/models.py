@@ -453,9 +453,33 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision on ``device``; None (fp32) for bf16 where ``device`` has no native bf16
+    (``bf16_fallback`` says why, for the caller to tell the user)."""
     if precision == "fp16" and device.type != "cuda":
         raise RecipeError("train.precision: fp16 needs a CUDA device; use bf16 on the CPU")
+    if precision == "bf16" and bf16_fallback(device):
+        return None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def bf16_fallback(device: torch.device) -> str | None:
+    """Why bf16 would run in fp32 on ``device``, or None when it runs natively. A CPU without oneDNN's bf16 support
+    (AVX-512 or AMX) multiplies bf16 matrices in scalar loops, hundreds of times slower than fp32, and cannot run
+    an LSTM in bf16 at all."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        return f"bf16 runs as fp32 here: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no AVX-512 or AMX"
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "bf16 runs as fp32 here: this GPU has no bf16 support"
+    return None
+
+
+def cpu_has_bf16() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The precision an autocast dtype stands for (None: fp32)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -74,7 +74,7 @@ def run_signature(run_dir: Path, model: nn.Module, device: torch.device, dtype, 
     """What ran: versions, device, threads, loops, precision, model size and the hash of the resolved recipe
     (``run_dir/recipe.yaml``, as the trainer wrote it)."""
     from s2s import kernels
-    from s2s.models import count_parameters
+    from s2s.models import count_parameters, precision_name
 
     recipe = Path(run_dir) / "recipe.yaml"
     return {
@@ -85,7 +85,7 @@ def run_signature(run_dir: Path, model: nn.Module, device: torch.device, dtype, 
         "device": str(device),
         "threads": torch.get_num_threads(),
         "kernels": kernels.usable(torch.empty(0, device=device), torch.float32, dtype or torch.float32),
-        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"),
+        "precision": precision_name(dtype),
         "parameters": count_parameters(model),
         "recipe_sha256": hashlib.sha256(recipe.read_bytes()).hexdigest(),
         "resumed_at": resumed_at,

@@ -36,7 +36,7 @@ from s2s.checkpoint import (
 from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
-from s2s.models import autocast, autocast_dtype, count_parameters
+from s2s.models import autocast, autocast_dtype, bf16_fallback, count_parameters, precision_name
 from s2s.pipelines import Examples, Pipeline, pipeline_for, validation_loss
 from s2s.runs import is_run, require_run, run_signature
 from s2s.weight_average import WeightAverage
@@ -161,6 +161,8 @@ class Trainer:
             self.events = Events()  # one process speaks for all
         self.device = self.processes.device(resolve_device(self.config.device))
         self.dtype = autocast_dtype(self.config.precision, self.device)
+        if self.config.precision == "bf16" and (why := bf16_fallback(self.device)):
+            self.events.message(f"train.precision: {why}")
         keep_freed_memory()  # every step frees and allocates the same large buffers again
         self.heap = HeapWatch()  # ... unless batches change shape, which fragments that kept heap
 
@@ -227,7 +229,7 @@ class Trainer:
             {
                 "parameters": count_parameters(model),
                 "device": str(self.device),
-                "precision": config.precision,
+                "precision": precision_name(self.dtype),
                 "train_examples": len(train),
                 "scores": self.recipe.SCORES,
                 "max_steps": config.max_steps,

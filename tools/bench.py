@@ -59,8 +59,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from s2s import kernels
 from s2s.config import Recipe, TrainConfig, load_recipe
-from s2s.errors import DataError, S2SError
-from s2s.models import autocast_dtype, count_parameters
+from s2s.errors import DataError, S2SError, UsageError
+from s2s.models import autocast_dtype, bf16_fallback, count_parameters
 from s2s.pipelines import Examples, Pipeline, pipeline_for
 from s2s.runs import Run, load_run
 from s2s.tokenizer import PAD
@@ -92,8 +92,10 @@ class Bench:
         self.pipeline: Pipeline = pipeline_for(self.recipe)
         self.device = resolve_device(self.recipe.train.device)
         self.precisions = args.precision or default_precisions(self.device)
-        for precision in self.precisions:  # fail before any work: fp16 needs CUDA
+        for precision in self.precisions:  # fail before any work: fp16 needs CUDA, bf16 a device that has it
             autocast_dtype(precision, self.device)
+            if precision == "bf16" and (why := bf16_fallback(self.device)):
+                raise UsageError(f"--precision bf16: {why}; measure fp32")
 
     def measure(self) -> list[dict]:
         if self.recipe.train.threads:
@@ -281,7 +283,7 @@ def decode_speed(pipeline: Pipeline, predictor, valid: Examples, count: int, bea
 
 def default_precisions(device: torch.device) -> list[str]:
     if device.type != "cuda":
-        return ["fp32", "bf16"]
+        return ["fp32"] if bf16_fallback(device) else ["fp32", "bf16"]
     return ["fp32", "bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from s2s.serve.limits import Limits
 
 
 def serve_runs(runs: list[Path], host: str, port: int, limits: Limits, precision: str = "fp32") -> None:
+    import torch
     import uvicorn
 
     from s2s.config import load_recipe
+    from s2s.models import bf16_fallback
     from s2s.runs import require_run
     from s2s.serve.app import create_app
 
@@ -27,6 +30,8 @@ def serve_runs(runs: list[Path], host: str, port: int, limits: Limits, precision
             raise RunError(f"{path}: two runs named {path.name!r}; requests name models by their folder's name")
         tasks[path] = task
     check_port(host, port)
+    if precision == "bf16" and (why := bf16_fallback(torch.device("cpu"))):
+        print(f"s2s: note: --precision: {why}", file=sys.stderr)
     app = create_app(tasks, limits, precision=precision)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     server_class(uvicorn)(config).run()

@@ -14,7 +14,7 @@ from s2s.allocator import HeapWatch
 from s2s.checkpoint import load_state
 from s2s.config import load_recipe
 from s2s.errors import RecipeError, RunError
-from s2s.models import count_parameters
+from s2s.models import autocast_dtype, bf16_fallback, count_parameters, cpu_has_bf16
 from s2s.runs import load_run
 from s2s.train import Events, Trainer, clip_and_step
 from tests.helpers import TINY, write_recipe
@@ -141,11 +141,34 @@ def test_the_log_starts_with_a_signature_of_what_ran(tmp_path):
     assert isinstance(first["kernels"], bool) and first["resumed_at"] == 0
 
 
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 or AMX)")
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=bf16", "train.max_steps=20"])
     events = Recorder()
-    Trainer(recipe, tmp_path / "run", events).run()
+    trainer = Trainer(recipe, tmp_path / "run", events)
+    assert trainer.dtype == torch.bfloat16
+    trainer.run()
     assert events.steps[-1]["loss"] < events.steps[0]["loss"]
+    assert log_records(tmp_path / "run", "run")[0]["precision"] == "bf16"
+
+
+def test_bf16_trains_in_fp32_and_says_so_on_a_cpu_without_it(tmp_path, monkeypatch):
+    """Without oneDNN's bf16 (an AVX2-only CPU) bf16 products run in scalar loops and an LSTM cannot run at all."""
+    monkeypatch.setattr("s2s.models.cpu_has_bf16", lambda: False)
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", TINY), ["train.precision=bf16", "train.max_steps=2"])
+    events = Recorder()
+    trainer = Trainer(recipe, tmp_path / "run", events)
+    assert trainer.dtype is None
+    cpu = torch.backends.cpu.get_cpu_capability()
+    assert events.messages == [f"train.precision: bf16 runs as fp32 here: this CPU ({cpu}) has no AVX-512 or AMX"]
+    trainer.run()
+    assert log_records(tmp_path / "run", "run")[0]["precision"] == "fp32"
+
+
+def test_bf16_is_bf16_on_a_cpu_with_it(monkeypatch):
+    monkeypatch.setattr("s2s.models.cpu_has_bf16", lambda: True)
+    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert bf16_fallback(torch.device("cpu")) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="device auto picks the GPU here")
