@@ -585,6 +585,7 @@ class ImageEncoderConfig(Section):
     pretrained: str | None = None  # torchvision: a weights file, or 'default' for the torchvision cache
     freeze: bool | None = None  # keep the backbone's weights fixed; default: true for pretrained backbones
     train_last: int = Field(0, ge=0)  # efficientnet_liteN with freeze: fine-tune its last N blocks (and head)
+    train_last_lr: float | None = Field(None, gt=0)  # their learning rate as a fraction of train.lr (default 0.1)
     dropout: DropoutRate = 0.2
 
     @field_validator("channels")
@@ -617,15 +618,22 @@ class ImageEncoderConfig(Section):
             raise rule("train_last", f"only for the backbones {', '.join(PRETRAINED_BACKBONES)}")
         if self.train_last and not self.freeze:
             raise rule("train_last", "needs freeze: true (without it all blocks train)")
+        if self.train_last_lr is not None and not self.train_last:
+            raise rule("train_last_lr", "sets the learning rate of the blocks train_last fine-tunes, and it is 0")
         return self
 
     @property
+    def tuned_lr_scale(self) -> float:
+        """The learning rate of the blocks ``train_last`` fine-tunes, as a fraction of train.lr."""
+        return self.train_last_lr if self.train_last_lr is not None else 0.1
+
+    @property
     def features_fixed(self) -> bool:
-        """Nothing of a pretrained backbone trains: each image's feature grid is a fixed function of the image and
-        the weights file, so it can be computed once and cached. (A frozen from-scratch backbone is left out: its
-        random weights are drawn when the model is built.)"""
+        """A frozen pretrained backbone: each image's feature grid (or with ``train_last``, the grid entering the
+        fine-tuned blocks) is a fixed function of the image and the weights file, so it can be computed once and
+        cached. (A frozen from-scratch backbone is left out: its random weights are drawn when the model is built.)"""
         pretrained = self.backbone in PRETRAINED_BACKBONES or self.pretrained is not None
-        return bool(self.freeze) and self.train_last == 0 and pretrained
+        return bool(self.freeze) and pretrained
 
 
 class CaptionModelConfig(EnsembleConfig):
@@ -853,8 +861,9 @@ class CaptioningRecipe(Recipe):
         elif self.data.augment and fixed:
             raise rule(
                 "data.augment",
-                "a frozen encoder's features are computed once per image, so training images cannot be "
-                "augmented; set data.augment: false (or model.encoder.freeze: false)",
+                "a frozen encoder's features (with train_last, those entering its fine-tuned blocks) are computed "
+                "once per image, so training images cannot be augmented; set data.augment: false (or "
+                "model.encoder.freeze: false)",
             )
         return self
 

@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from s2s.data.images import BadImage, ImageSource, image_tensor, open_image
 from s2s.files import atomic_write
@@ -28,12 +27,12 @@ PREPROCESSING = "resize-shorter-bilinear,centre-crop,imagenet-mean-std/1"
 STORED_DTYPE = torch.float16  # half the disk and memory; ReLU6 features in [0, 6] keep ~3 significant digits
 
 
-def backbone_fingerprint(name: str, backbone: nn.Module, image_size: int, mirrored: bool = False) -> str:
-    """What decides a feature grid besides the image: the backbone (name and every weight) and the preprocessing
-    (``mirrored``: of the pictures flipped left to right)."""
+def backbone_fingerprint(name: str, weights: dict[str, torch.Tensor], image_size: int, mirrored: bool = False) -> str:
+    """What decides a feature grid besides the image: the backbone (its name and the ``weights`` that compute the
+    grid) and the preprocessing (``mirrored``: of the pictures flipped left to right)."""
     steps = f"{PREPROCESSING},mirrored" if mirrored else PREPROCESSING
     digest = hashlib.sha256(f"{name}|{image_size}|{steps}".encode())
-    for key, tensor in backbone.state_dict().items():
+    for key, tensor in weights.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return f"{name.replace('/', '-')}-{digest.hexdigest()[:16]}"

@@ -36,7 +36,7 @@ from s2s.modules.efficientnet import FEATURES as EFFICIENTNET_FEATURES
 from s2s.modules.efficientnet import last_blocks, pretrained_efficientnet
 from s2s.modules.encoders import RNNEncoder, set_forget_bias
 from s2s.modules.heads import ClassifierHead, Pooling
-from s2s.modules.image_encoders import ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
+from s2s.modules.image_encoders import FixedPart, ImageEncoder, compact_resnet, grid_cells, torchvision_backbone
 from s2s.modules.recurrence import reuse_weight_casts
 from s2s.modules.recurrent_stack import Hidden, RecurrentStack, detached, join_rows, select_rows
 from s2s.tokenizer import PAD
@@ -125,24 +125,20 @@ class Ensemble(nn.Module):
     Hansen & Salamon 1990; Lee et al. 2015 found different starting weights a better source of useful disagreement
     than different samples of the data). The training loss is the members' mean loss, so each member's gradient is
     its own loss's, scaled by 1/members (which Adam's step size does not see); only the trainer's gradient clipping,
-    over all members at once, ties their steps together. With ``split_batches`` each member trains on its own rows
-    of each batch instead, so members also differ in the groups and order they meet the examples in, as models
-    trained apart do."""
+    over all members at once, ties their steps together."""
 
-    def __init__(self, members: list[nn.Module], split_batches: bool = False):
+    def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.split_batches = split_batches
 
     def forward(self, batch, label_smoothing: float = 0.0) -> torch.Tensor:
-        """The members' mean loss: each on the whole batch, or with ``split_batches`` on its own share of it."""
-        count = len(self.members)
-        shares = [batch] * count
-        if self.split_batches:
-            rows = len(batch.indices)
-            # member k: rows k, k + count, …; a batch of fewer rows than members gives each member one row, in turn
-            shares = [batch.rows(torch.arange(k, max(rows, count), count) % rows) for k in range(count)]
+        """The members' mean loss, each on its share of the batch (``shares``)."""
+        shares = self.shares(batch)
         return torch.stack([m(share, label_smoothing) for m, share in zip(self.members, shares, strict=True)]).mean()
+
+    def shares(self, batch) -> list:
+        """What each member trains on: the whole batch."""
+        return [batch] * len(self.members)
 
 
 def mean_weights(weights: tuple[torch.Tensor | None, ...]) -> torch.Tensor | None:
@@ -151,7 +147,20 @@ def mean_weights(weights: tuple[torch.Tensor | None, ...]) -> torch.Tensor | Non
 
 
 class ClassifierEnsemble(Ensemble):
-    """Classifiers whose mean label probabilities are the prediction."""
+    """Classifiers whose mean label probabilities are the prediction. With ``split_batches`` each member trains on
+    its own rows of each batch, so members also differ in the groups and order they meet the examples in, as models
+    trained apart do."""
+
+    def __init__(self, members: list[nn.Module], split_batches: bool = False):
+        super().__init__(members)
+        self.split_batches = split_batches
+
+    def shares(self, batch) -> list:
+        if not self.split_batches:
+            return super().shares(batch)
+        count, rows = len(self.members), len(batch.indices)
+        # member k: rows k, k + count, …; a batch of fewer rows than members gives each member one row, in turn
+        return [batch.rows(torch.arange(k, max(rows, count), count) % rows) for k in range(count)]
 
     def classify(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """src [B, S] ids → the log of the members' mean label probabilities [B, L] (so a softmax of it gives that
@@ -181,6 +190,7 @@ class Seq2SeqEnsemble(Ensemble):
     train (``build_captioner``), so a picture's feature grid serves them all."""
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> EnsembleMemory:
+        src = shared_features(self.members, src)
         return EnsembleMemory(tuple(member.encode(src, src_lengths) for member in self.members))
 
     @property
@@ -205,6 +215,18 @@ class Seq2SeqEnsemble(Ensemble):
 
     def decoding(self):
         return reuse_weight_casts()
+
+
+def shared_features(members: nn.ModuleList, src: torch.Tensor) -> torch.Tensor:
+    """Pictures → the feature grids of the backbone every member shares (one that does not train), computed once
+    rather than once per member; anything else as it is."""
+    encoders = [member.encoder for member in members]
+    first = encoders[0]
+    if not isinstance(first, ImageEncoder) or src.size(1) != 3 or first.backbone_trains:
+        return src
+    if any(encoder.backbone is not first.backbone for encoder in encoders):
+        return src
+    return first.features(src)
 
 
 class Tagger(nn.Module):
@@ -381,14 +403,13 @@ def build_captioner(config: CaptionModelConfig, vocab_size: int, image_size: int
     enc = config.encoder
     first = build_backbone(enc)
     # a backbone that trains is each member's own (built in turn); one that does not serves them all
-    shared = enc.freeze and not first[2]
+    shared = enc.freeze and not first.tuned
     backbones = chain([first], repeat(first) if shared else (build_backbone(enc) for _ in count()))
 
     def member() -> Seq2Seq:
-        backbone, channels, tuned = next(backbones)
-        encoder = ImageEncoder(
-            backbone, channels, grid_cells(backbone, image_size), enc.output_size, enc.dropout, enc.freeze, tuned
-        )
+        backbone, channels, tuned, fixed = next(backbones)
+        cells = grid_cells(backbone, image_size)
+        encoder = ImageEncoder(backbone, channels, cells, enc.output_size, enc.dropout, enc.freeze, tuned, fixed)
         return Seq2Seq(encoder, build_decoder(config.decoder, vocab_size, encoder.output_size))
 
     return ensemble_of(member, config.members, Seq2SeqEnsemble)
@@ -406,18 +427,29 @@ def members_of(model: nn.Module) -> list[nn.Module]:
     return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
-def build_backbone(enc: ImageEncoderConfig) -> tuple[nn.Module, int, list[nn.Module]]:
-    """The recipe's CNN → (network, channels of its feature grid, modules fine-tuned in spite of ``freeze``)."""
+class Backbone(NamedTuple):
+    net: nn.Module
+    channels: int  # of its feature grid
+    tuned: list[nn.Module]  # modules fine-tuned in spite of ``freeze``
+    fixed: FixedPart | None  # with ``tuned``: the part before them, whose grids can be cached
+
+
+def build_backbone(enc: ImageEncoderConfig) -> Backbone:
+    """The recipe's CNN."""
     if enc.backbone == "resnet":
-        return (*compact_resnet(enc.channels, enc.blocks), [])
+        return Backbone(*compact_resnet(enc.channels, enc.blocks), [], None)
     if enc.backbone in PRETRAINED_BACKBONES:
         try:
             net = pretrained_efficientnet(enc.backbone.removeprefix("efficientnet_"))
         except ImportError:
             raise RecipeError(f"model.encoder.backbone: {missing_weights(enc.backbone)}") from None
-        return net, EFFICIENTNET_FEATURES, last_blocks(net, enc.train_last)
+        fixed = net.cut_before(enc.train_last) if enc.train_last else None
+        tuned = last_blocks(net, enc.train_last)
+        for parameter in (p for module in tuned for p in module.parameters()):
+            parameter.lr_scale = enc.tuned_lr_scale  # s2s.train.make_optimizer gives them their own lr
+        return Backbone(net, EFFICIENTNET_FEATURES, tuned, fixed)
     try:
-        return (*torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained), [])
+        return Backbone(*torchvision_backbone(enc.backbone.removeprefix("torchvision/"), enc.pretrained), [], None)
     except ImportError:
         raise RecipeError(
             f"model.encoder.backbone: {enc.backbone} needs torchvision; install it with pip install 's2s[vision]'"

@@ -332,7 +332,7 @@ class Trainer:
         stand-in of weight zero."""
         model.train()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, progress)
+            group["lr"] = learning_rate(self.config, progress) * group.get("lr_scale", 1.0)
         with autocast(self.device, self.dtype):
             loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -509,10 +509,15 @@ def epoch_batches(config: TrainConfig, examples: Examples, epoch: int) -> list[l
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer; a parameter with an ``lr_scale`` attribute learns at that fraction of the lr."""
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     # the fused update is one kernel over all parameters, much faster than foreach on the CPU
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in model.parameters())
-    return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
+    scales: dict[float, list[nn.Parameter]] = {1.0: []}  # the model's own first: its lr is the one logged
+    for parameter in model.parameters():
+        scales.setdefault(getattr(parameter, "lr_scale", 1.0), []).append(parameter)
+    groups = [{"params": params, "lr_scale": scale} for scale, params in scales.items() if params]
+    return kind(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
 
 
 def backward_and_step(

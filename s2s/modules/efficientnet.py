@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import importlib
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from s2s.modules.image_encoders import FixedPart
 
 FEATURES = 1280  # channels of the feature grid (the head's output)
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the weights were trained with
@@ -102,6 +105,7 @@ class MBConv(nn.Module):
         self._bn1 = batch_norm(wide)
         self._project_conv, self._bn2 = SameConv(wide, out_channels, 1), batch_norm(out_channels)
         self.residual = stride == 1 and in_channels == out_channels
+        self.in_channels = in_channels
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
@@ -138,11 +142,29 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised images [B, 3, H, W] → features [B, 1280, ⌈H/32⌉, ⌈W/32⌉]."""
+        return self.last(self.first(images, 0), 0)
+
+    def first(self, images: torch.Tensor, tuned: int) -> torch.Tensor:
+        """Images → the grid that enters the last ``tuned`` blocks (with 0: the one entering the head)."""
         x = images * self.input_scale + self.input_shift
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[: len(self._blocks) - tuned]:
+            x = block(x)
+        return x
+
+    def last(self, x: torch.Tensor, tuned: int) -> torch.Tensor:
+        """The grid ``first`` gave → the last ``tuned`` blocks and the head → features."""
+        for block in self._blocks[len(self._blocks) - tuned :]:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)))
+
+    def cut_before(self, tuned: int) -> FixedPart:
+        """The part that does not train when the last ``tuned`` blocks and the head fine-tune: its output grid is a
+        fixed function of the image, so it can be cached, and ``rest`` finishes it in each step."""
+        names = [f"_blocks.{i}." for i in range(len(self._blocks) - tuned)]
+        weights = {k: v for k, v in self.state_dict().items() if k.startswith(("_conv_stem.", "_bn0.", *names))}
+        channels = self._blocks[-tuned].in_channels if tuned else self._conv_head.in_channels
+        return FixedPart(partial(self.first, tuned=tuned), partial(self.last, tuned=tuned), channels, weights)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """→ ImageNet logits [B, 1000]."""

@@ -4,6 +4,9 @@ recurrent encoder, so the decoder and search cannot tell a picture from a senten
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -50,10 +53,31 @@ def compact_resnet(channels: list[int], blocks: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), previous
 
 
+@dataclass(frozen=True)
+class FixedPart:
+    """A backbone cut where its fine-tuned blocks begin: ``features`` (pixels → the grid at the cut, which never
+    trains, so it can be cached), ``rest`` (that grid → the backbone's features, trained), the grid's ``channels``
+    and the ``weights`` that decide it (what a cache of those grids is keyed by)."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    rest: Callable[[torch.Tensor], torch.Tensor]
+    channels: int
+    weights: dict[str, torch.Tensor]
+
+
+def fixed_features(
+    net: nn.Module, fixed: FixedPart | None
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]:
+    """What a feature cache holds for a frozen backbone: (pixels → grids that never change, the weights that decide
+    them): the grids at the cut before its fine-tuned blocks, or else the whole network's."""
+    return (fixed.features, fixed.weights) if fixed is not None else (net, net.state_dict())
+
+
 class ImageEncoder(nn.Module):
     """backbone features [B, C, h, w] → grid [B, h·w, D] with learned cell positions, and the image vector [B, D]
     (the mean of the grid). A frozen backbone stays in eval mode (fixed BatchNorm statistics) while training; the
-    ``tuned`` modules of a frozen backbone train anyway (fine-tuning its last blocks)."""
+    ``tuned`` modules of a frozen backbone train anyway (fine-tuning its last blocks), and ``fixed``, where the
+    backbone is cut before them, lets the encoder take the grids at the cut instead of pixels."""
 
     def __init__(
         self,
@@ -64,9 +88,10 @@ class ImageEncoder(nn.Module):
         dropout: float,
         freeze: bool,
         tuned: list[nn.Module] = (),
+        fixed: FixedPart | None = None,
     ):
         super().__init__()
-        self.backbone, self.freeze, self.channels = backbone, freeze, channels
+        self.backbone, self.freeze, self.channels, self.fixed = backbone, freeze, channels, fixed
         if freeze:
             self.backbone.requires_grad_(False)
             for module in tuned:
@@ -88,13 +113,24 @@ class ImageEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trains):
             return self.backbone(images)
 
+    def cacheable(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]:
+        """What a feature cache can hold for this encoder: (pixels → grids that never change, the weights that
+        decide them). A backbone that trains with no fixed part has none."""
+        if self.backbone_trains and self.fixed is None:
+            raise ValueError("a backbone that trains has no fixed features to cache")
+        return fixed_features(self.backbone, self.fixed)
+
     def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        """images [B, 3, H, W], or the feature grids [B, C, h, w] a fixed backbone gave for them before (the feature
-        cache) → EncoderOutput; ``lengths`` is unused (every cell is real)."""
-        given = images.size(1) == self.channels and images.size(1) != 3
-        if given and self.backbone_trains:
+        """images [B, 3, H, W], or the grids ``cacheable`` gave for them before (the feature cache) →
+        EncoderOutput; ``lengths`` is unused (every cell is real)."""
+        cached_channels = self.fixed.channels if self.fixed is not None else self.channels
+        given = images.size(1) == cached_channels and images.size(1) != 3
+        if given and self.fixed is not None:
+            features = self.fixed.rest(images)  # the fine-tuned blocks, on the cached grid at the cut
+        elif given and self.backbone_trains:
             raise ValueError("precomputed features given to an encoder whose backbone trains")
-        features = images if given else self.features(images)  # [B, C, h, w]
+        else:
+            features = images if given else self.features(images)  # [B, C, h, w]
         grid = features.flatten(2).transpose(1, 2)  # [B, h·w, C]
         if grid.size(1) != self.position.size(0):
             raise ValueError(

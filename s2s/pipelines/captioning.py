@@ -30,7 +30,8 @@ from s2s.features import FeatureCache, backbone_fingerprint, extract_features
 from s2s.files import write_text
 from s2s.inference import Caption, ImageCaptioner
 from s2s.metrics import caption_scores
-from s2s.models import EncoderDecoder, build_backbone, build_captioner, members_of
+from s2s.models import Backbone, EncoderDecoder, build_backbone, build_captioner, members_of
+from s2s.modules.image_encoders import fixed_features
 from s2s.pipelines import EvalSource, Evaluation, UsageError
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
@@ -84,13 +85,14 @@ def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> ImageBatch:
     return collate_images(list(images), list(captions), list(indices))
 
 
-def feature_cache(recipe: CaptioningRecipe, backbone: torch.nn.Module, mirrored: bool = False) -> FeatureCache | None:
-    """Where the recipe's backbone keeps its feature grids (``mirrored``: of the mirrored pictures); None when it has
-    no fixed features or no cache."""
+def feature_cache(recipe: CaptioningRecipe, weights: dict, mirrored: bool = False) -> FeatureCache | None:
+    """Where the recipe's backbone, computing its fixed grids with ``weights``, keeps them (``mirrored``: of the
+    mirrored pictures); None when it has no fixed features or no cache."""
     enc, data = recipe.model.encoder, recipe.data
     if not (enc.features_fixed and data.feature_cache):
         return None
-    return FeatureCache(data.feature_cache, backbone_fingerprint(enc.backbone, backbone, data.image_size, mirrored))
+    name = f"{enc.backbone}-before-last-{enc.train_last}" if enc.train_last else enc.backbone
+    return FeatureCache(data.feature_cache, backbone_fingerprint(name, weights, data.image_size, mirrored))
 
 
 def readable(split: ImageCaptions, policy: str, name: str, events) -> ImageCaptions:
@@ -145,25 +147,25 @@ class CaptioningPipeline:
         )
         valid_examples = self.caption_examples(tokenizer, valid, training=False)[0]
         if self.recipe.model.encoder.features_fixed:
-            backbone = build_backbone(self.recipe.model.encoder)[0]
-            self.attach_features(backbone, [train_examples, valid_examples], events)
+            self.attach_features(build_backbone(self.recipe.model.encoder), [train_examples, valid_examples], events)
         return train_examples, valid_examples
 
-    def attach_features(self, backbone: torch.nn.Module, splits: list[CaptionedImages], events) -> None:
-        """Give each split its images' feature grids (from the cache, or computed once here): epochs read those."""
+    def attach_features(self, backbone: Backbone, splits: list[CaptionedImages], events) -> None:
+        """Give each split its images' fixed grids (from the cache, or computed once here): epochs read those."""
         enc, data = self.recipe.model.encoder, self.recipe.data
-        backbone = backbone.eval().to(memory_format=torch.channels_last)  # channels-last convolutions run faster
-        cache = feature_cache(self.recipe, backbone)
-        mirrored_cache = feature_cache(self.recipe, backbone, mirrored=True) if data.mirror else None
+        net = backbone.net.eval().to(memory_format=torch.channels_last)  # channels-last convolutions run faster
+        features, weights = fixed_features(net, backbone.fixed)
+        cache = feature_cache(self.recipe, weights)
+        mirrored_cache = feature_cache(self.recipe, weights, mirrored=True) if data.mirror else None
         started, computed, total = time.monotonic(), 0, 0
         for split in splits:
             report = partial(events.work, f"features ({enc.backbone})")
-            split.features, fresh = extract_features(split.images, backbone, data.image_size, cache, report)
+            split.features, fresh = extract_features(split.images, features, data.image_size, cache, report)
             computed, total = computed + fresh, total + len(split.images)
             if split.mirrored_captions is not None:
                 report = partial(events.work, f"mirrored features ({enc.backbone})")
                 split.mirrored_features, fresh = extract_features(
-                    split.images, backbone, data.image_size, mirrored_cache, report, mirrored=True
+                    split.images, features, data.image_size, mirrored_cache, report, mirrored=True
                 )
                 computed, total = computed + fresh, total + len(split.images)
         where = f"cache {cache.folder}" if cache else "not kept: data.feature_cache is null"
@@ -257,10 +259,13 @@ class CaptioningPipeline:
         """The feature grids of ``images`` and a line saying where they came from, when the recipe caches them."""
         # grids computed here are stored: fixed batch-norm statistics; an ensemble's members share the backbone
         encoder = members_of(captioner.model.eval())[0].encoder
-        cache = feature_cache(self.recipe, encoder.backbone)
+        if not self.recipe.model.encoder.features_fixed:
+            return None
+        features, weights = encoder.cacheable()
+        cache = feature_cache(self.recipe, weights)
         if cache is None:
             return None
-        grids, computed = extract_features(images, encoder.features, self.recipe.data.image_size, cache)
+        grids, computed = extract_features(images, features, self.recipe.data.image_size, cache)
         return grids, f"image features: {len(images) - computed:,} of {len(images):,} read from {cache.folder}"
 
 

@@ -305,8 +305,21 @@ ROWS = {
     "augmenting the pictures of a frozen encoder": (
         CAPTIONING,
         {"model.encoder.backbone": "efficientnet_lite0", "data.augment": True},
-        "data.augment: a frozen encoder's features are computed once per image, so training images cannot be "
-        "augmented; set data.augment: false (or model.encoder.freeze: false)",
+        "data.augment: a frozen encoder's features (with train_last, those entering its fine-tuned blocks) are "
+        "computed once per image, so training images cannot be augmented; set data.augment: false (or "
+        "model.encoder.freeze: false)",
+    ),
+    "a learning rate for fine-tuned blocks when none are": (
+        CAPTIONING,
+        {"model.encoder.backbone": "efficientnet_lite0", "model.encoder.train_last_lr": 0.5},
+        "model.encoder.train_last_lr: sets the learning rate of the blocks train_last fine-tunes, and it is 0",
+    ),
+    "augmenting the pictures of an encoder that fine-tunes its last blocks": (
+        CAPTIONING,
+        {"model.encoder.backbone": "efficientnet_lite0", "model.encoder.train_last": 1, "data.augment": True},
+        "data.augment: a frozen encoder's features (with train_last, those entering its fine-tuned blocks) are "
+        "computed once per image, so training images cannot be augmented; set data.augment: false (or "
+        "model.encoder.freeze: false)",
     ),
 }
 

@@ -100,3 +100,21 @@ def test_captioners_share_a_backbone_that_does_not_train_and_own_one_that_does()
     assert all(type(member) is Seq2Seq for member in frozen.members)
     backbone = count_parameters(frozen.members[0].encoder.backbone)
     assert count_parameters(trained) - count_parameters(frozen) == backbone  # the shared one counts once
+
+
+def test_a_shared_backbone_runs_once_for_a_picture_and_each_member_encodes_its_grid(monkeypatch):
+    config = CaptionModelConfig(
+        encoder=ImageEncoderConfig(channels=[8, 16], output_size=16, dropout=0.0, freeze=True),
+        decoder=DecoderConfig(embedding_size=8, hidden_size=16, dropout=0.0),
+        members=3,
+    )
+    model = build_captioner(config, vocab_size=20, image_size=32).eval()
+    pictures = torch.randn(2, 3, 32, 32)
+    alone = [member.encode(pictures).states for member in model.members]
+    backbone = model.members[0].encoder.backbone
+    calls = []
+    backbone.register_forward_hook(lambda *_: calls.append(1))
+    together = model.encode(pictures)
+    assert len(calls) == 1
+    for part, states in zip(together.parts, alone, strict=True):
+        torch.testing.assert_close(part.states, states)

@@ -40,7 +40,7 @@ def photos(folder, colours=((200, 30, 30), (30, 200, 30), (30, 30, 200))):
 def setup(tmp_path):
     (tmp_path / "images").mkdir()
     backbone = Counting()
-    cache = FeatureCache(tmp_path / "cache", backbone_fingerprint("counting", backbone, 16))
+    cache = FeatureCache(tmp_path / "cache", backbone_fingerprint("counting", backbone.state_dict(), 16))
     return photos(tmp_path / "images"), backbone, cache
 
 
@@ -89,7 +89,9 @@ def test_another_backbone_or_preprocessing_never_reads_these_entries(setup, othe
     paths, backbone, cache = setup
     extract(paths, backbone, cache)
     name, net, size = other(backbone)
-    assert backbone_fingerprint(name, net, size) != backbone_fingerprint("counting", backbone, 16)
+    assert backbone_fingerprint(name, net.state_dict(), size) != backbone_fingerprint(
+        "counting", backbone.state_dict(), 16
+    )
 
 
 def test_an_entry_that_cannot_be_read_is_computed_again(setup):
@@ -129,7 +131,9 @@ def test_mirrored_pictures_have_grids_of_their_own_apart_from_the_plain_ones(set
     picture = Image.new("RGB", (20, 16), (0, 0, 0))
     picture.paste((200, 30, 30), (0, 0, 8, 16))  # a stripe on the left: the picture is not symmetric
     picture.save(paths[0])
-    mirrored_cache = FeatureCache(cache.folder.parent, backbone_fingerprint("counting", backbone, 16, mirrored=True))
+    mirrored_cache = FeatureCache(
+        cache.folder.parent, backbone_fingerprint("counting", backbone.state_dict(), 16, mirrored=True)
+    )
     assert mirrored_cache.folder != cache.folder
     plain, _ = extract(paths, backbone, cache)
     with torch.no_grad():
