@@ -818,6 +818,25 @@ class PretrainConfig(Section):
     clip_norm: float = Field(1.0, gt=0)
 
 
+class SelfCriticalConfig(Section):
+    """After teacher forcing, the captioner learns from its own sampled captions, rewarded by their CIDEr-D against
+    the training references (s2s.self_critical); the stage starts after ``after_steps`` steps or ``after_time`` of
+    the command (one of them), and ``train.max_time`` / ``train.max_steps`` still end the whole run."""
+
+    after_steps: int | None = Field(None, gt=0)
+    after_time: Seconds | None = None
+    lr: float = Field(5e-5, gt=0)  # Adam's lr in this stage (a fresh optimizer); validation plateaus halve it
+    samples: int = Field(5, ge=2)  # captions drawn per picture: each one's baseline is the others' mean reward
+    batch_size: int = Field(32, gt=0)  # pictures per batch
+    validate_every: int = Field(100, gt=0)  # steps: each costs several teacher-forced ones
+
+    @model_validator(mode="after")
+    def _one_start(self) -> SelfCriticalConfig:
+        if (self.after_steps is None) == (self.after_time is None):
+            raise rule(None, "give after_steps or after_time (one of them): when the stage starts")
+        return self
+
+
 class ClassificationRecipe(Recipe):
     task: Literal["classification"]
     data: LabelledData
@@ -851,7 +870,22 @@ class CaptioningRecipe(Recipe):
     model: CaptionModelConfig = CaptionModelConfig()
     eval: CaptionEvalConfig = CaptionEvalConfig()
 
-    SCORES: ClassVar[tuple[str, ...]] = ("bleu4", "bleu1", "bleu2", "bleu3")
+    self_critical: SelfCriticalConfig | None = None
+
+    SCORES: ClassVar[tuple[str, ...]] = ("bleu4", "bleu1", "bleu2", "bleu3", "cider")
+
+    @model_validator(mode="after")
+    def _self_critical_within_budget(self) -> CaptioningRecipe:
+        stage, train = self.self_critical, self.train
+        if stage is None:
+            return self
+        if self.model.members > 1:
+            raise rule("self_critical", "needs model.members: 1 (each member would need its own samples)")
+        if stage.after_time and train.max_time and stage.after_time >= train.max_time:
+            raise rule("self_critical.after_time", "must be shorter than train.max_time, which ends the whole run")
+        if stage.after_steps and train.max_steps and stage.after_steps >= train.max_steps:
+            raise rule("self_critical.after_steps", "must be below train.max_steps, which ends the whole run")
+        return self
 
     @model_validator(mode="after")
     def _augment(self) -> CaptioningRecipe:

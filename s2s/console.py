@@ -34,8 +34,9 @@ class RichEvents(Events):
         self.task = self.progress.add_task("train", total=info["max_steps"], completed=info["resumed_at"], stats="")
 
     def step(self, record: dict) -> None:
+        perplexity = f"ppl {record['ppl']:.1f}  " if "ppl" in record else ""  # not in a final stage's own objective
         stats = (
-            f"loss {record['loss']:.3f}  ppl {record['ppl']:.1f}  lr {record['lr']:.2e}  "
+            f"loss {record['loss']:.3f}  {perplexity}lr {record['lr']:.2e}  "
             f"{record['tokens_per_s']:,} tok/s  epoch {record['epoch']}"
         )
         if record.get("grad_norm") is not None:

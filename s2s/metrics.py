@@ -3,7 +3,10 @@ score is computed: the commands that only answer (translate, caption, serve) nev
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
+from dataclasses import dataclass
 
 
 def score_corpus(hypotheses: list[str], references: list[str]) -> dict:
@@ -58,11 +61,83 @@ def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict:
     captions (lowercased, punctuation removed from hypotheses and references alike, as coco-caption scores), and
     ``cased_bleu1``… the captions as given (mixed case, punctuation as tokens); each with its signature."""
     plain = [strip_punctuation(h) for h in hypotheses], [[strip_punctuation(r) for r in refs] for refs in references]
-    scores = {**bleu_orders(*plain, lowercase=True), "setting": CAPTION_SETTING}
+    scores = {**bleu_orders(*plain, lowercase=True), "cider": cider_d(hypotheses, references)}
+    scores["setting"] = CAPTION_SETTING
     cased = bleu_orders(hypotheses, references, lowercase=False)
     scores.update({f"cased_{key}": value for key, value in cased.items()})
     scores["n_images"] = len(hypotheses)
     return scores
+
+
+NGRAM_ORDERS = (1, 2, 3, 4)
+LENGTH_SIGMA = 6.0  # CIDEr-D's σ: the length difference at which the reward falls to e^-0.5 of itself
+SCALE = 10.0  # CIDEr-D's customary factor, so that scores read like coco-caption's
+
+
+def caption_words(text: str) -> list[str]:
+    """The words that CIDEr-D compares: lowercased, punctuation removed (as the caption BLEU compares them)."""
+    return strip_punctuation(text).lower().split()
+
+
+def ngram_counts(words: list[str]) -> list[Counter]:
+    return [Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1)) for n in NGRAM_ORDERS]
+
+
+@dataclass
+class Vector:
+    """A caption's tf-idf vector for each n-gram order, with its norm and length in words."""
+
+    weights: list[dict[tuple[str, ...], float]]
+    norms: list[float]
+    length: int
+
+
+class CiderD:
+    """CIDEr-D (Vedantam et al. 2015, as coco-caption computes it) of candidate captions against the references of
+    one picture of the corpus given at construction. Each n-gram (n = 1…4) is weighted by its inverse document
+    frequency over that corpus (a picture's references are one document), so words particular to a picture count
+    and words every caption shares do not; a candidate's weights are clipped by the reference's, and a Gaussian
+    penalty on the length difference keeps repeats and odd lengths from paying."""
+
+    def __init__(self, references: list[list[str]]):
+        """``references``: each picture's reference captions; they are the documents of the idf."""
+        self.references = [[caption_words(text) for text in refs] for refs in references]
+        frequency: Counter = Counter()
+        for refs in self.references:
+            frequency.update({gram for words in refs for counts in ngram_counts(words) for gram in counts})
+        self.frequency, self.log_documents = frequency, math.log(max(1, len(self.references)))
+        self.vectors = [[self.vector(words) for words in refs] for refs in self.references]
+
+    def vector(self, words: list[str]) -> Vector:
+        weights, norms = [], []
+        for counts in ngram_counts(words):
+            # an n-gram in no training document gets the largest idf (as coco-caption's max(1, df))
+            row = {g: c * (self.log_documents - math.log(max(1.0, self.frequency[g]))) for g, c in counts.items()}
+            weights.append(row)
+            norms.append(math.sqrt(sum(w * w for w in row.values())))
+        return Vector(weights, norms, len(words))
+
+    def score(self, text: str, picture: int) -> float:
+        """The candidate ``text``'s CIDEr-D against the references of picture number ``picture``."""
+        candidate, total = self.vector(caption_words(text)), 0.0
+        references = self.vectors[picture]
+        for reference in references:
+            similarity = 0.0
+            for mine, theirs, norm, their_norm in zip(
+                candidate.weights, reference.weights, candidate.norms, reference.norms, strict=True
+            ):
+                if norm and their_norm:  # CIDEr-D clips the candidate's weights by the reference's
+                    dot = sum(min(w, theirs.get(g, 0.0)) * theirs.get(g, 0.0) for g, w in mine.items())
+                    similarity += dot / (norm * their_norm)
+            gap = candidate.length - reference.length
+            total += similarity / len(NGRAM_ORDERS) * math.exp(-(gap * gap) / (2 * LENGTH_SIGMA**2))
+        return SCALE * total / max(1, len(references))
+
+
+def cider_d(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Corpus CIDEr-D: the mean over images of each hypothesis's CIDEr-D, the idf taken over these references."""
+    scorer = CiderD(references)
+    return round(sum(scorer.score(h, i) for i, h in enumerate(hypotheses)) / max(1, len(hypotheses)), 3)
 
 
 def strip_punctuation(text: str) -> str:

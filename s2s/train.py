@@ -37,7 +37,7 @@ from s2s.config import Recipe, TrainConfig, dump_recipe
 from s2s.distributed import Processes
 from s2s.errors import RecipeError, RunError, TrainingError
 from s2s.models import autocast, autocast_dtype, bf16_fallback, count_parameters, precision_name
-from s2s.pipelines import Examples, Pipeline, pipeline_for, validation_loss
+from s2s.pipelines import Examples, Pipeline, Stage, final_stage, pipeline_for, validation_loss
 from s2s.runs import is_run, require_run, run_signature
 from s2s.weight_average import WeightAverage
 
@@ -65,6 +65,7 @@ class Progress:
     lr_scale: float = 1.0
     skipped_steps: int = 0  # steps whose loss was not finite (no update was made)
     nonfinite_in_row: int = 0
+    stage: int = 0  # 1 once the recipe's final stage (captioning's self-critical one) has started
 
 
 class StopSignals:
@@ -136,6 +137,11 @@ class Session:
     resumed_at: int = 0  # the step this process started from
     trained: nn.Module | None = None  # what the step runs: the model, or its DDP wrapper across processes
     average: WeightAverage | None = None  # train.ema_decay: what validation scores and the best checkpoint keeps
+    stage: Stage | None = None  # the recipe's final stage (started when ``progress.stage`` is 1), if it has one
+
+    def objective(self) -> nn.Module:
+        """What a step's loss comes from: the model itself, or the started stage's objective around it."""
+        return self.stage.objective(self.model) if self.progress.stage else self.model
 
     def validated_weights(self) -> AbstractContextManager:
         """The weights validation scores: the moving average when there is one, else the model's own."""
@@ -149,6 +155,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 FINISHED = ("max_steps", "max_time", "max_epochs", "patience")  # why a run can end that is not an interruption
+NEXT_STAGE = "the final stage is due"  # why an epoch ends early without ending the run
 
 
 class Trainer:
@@ -180,8 +187,12 @@ class Trainer:
         stop = self.finished(session.progress)
         with StopSignals() as signals:
             while stop is None:
-                batches = epoch_batches(self.config, session.train, session.progress.epoch)
+                stage = session.stage if session.progress.stage else None
+                batches = epoch_batches(self.config, session.train, session.progress.epoch, stage)
                 stop = self.train_epoch(session, batches[session.progress.batch_in_epoch :], signals, started)
+                if stop == NEXT_STAGE:
+                    self.begin_stage(session)
+                    stop = None
             if signals.received:
                 self.save(session)  # at once, without a validation
             elif stop in FINISHED and session.progress.step > session.resumed_at:
@@ -217,13 +228,14 @@ class Trainer:
             torch.manual_seed(config.seed + self.processes.rank)  # the same start, different dropout
         optimizer = make_optimizer(model, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        session = Session(model, optimizer, scaler, train, valid, Progress(), assets)
+        stage = final_stage(self.pipeline, assets, train)
+        session = Session(model, optimizer, scaler, train, valid, Progress(), assets, stage=stage)
         if config.ema_decay:
             session.average = WeightAverage(model, config.ema_decay)
         if self.resume:
             self.restore(session)
         session.resumed_at = session.progress.step
-        session.trained = self.processes.wrap(model, self.device)
+        session.trained = self.processes.wrap(session.objective(), self.device)
         self.log(run_signature(self.run_dir, model, self.device, self.dtype, session.resumed_at))
         self.events.start(
             {
@@ -271,7 +283,10 @@ class Trainer:
             stop = self.budget_spent(progress, started, session.validation_seconds)
             if processes.any(stop is not None, self.device):  # the main process's clock decides for all
                 stop = stop or "max_time"
-            if progress.step % config.validate_every == 0 or stop:
+            elif self.stage_due(session, started):
+                stop = NEXT_STAGE
+            every = session.stage.validate_every if progress.stage else config.validate_every
+            if progress.step % every == 0 or stop:
                 stopped_early = self.validate_and_save(session)  # a budget's last step is validated too
                 stop = stop or stopped_early
             if stop:
@@ -281,6 +296,32 @@ class Trainer:
             self.validate_and_save(session)
             return "max_epochs"
         return None
+
+    def stage_due(self, session: Session, started: float) -> bool:
+        """Whether the recipe's final stage, not yet started, is due now (in any process: its clock decides)."""
+        stage, progress = session.stage, session.progress
+        if stage is None or progress.stage:  # the same in every process: nothing to agree on
+            return False
+        return self.processes.any(stage.due(progress.step, time.monotonic() - started), self.device)
+
+    def begin_stage(self, session: Session) -> None:
+        """Start the final stage (the last weights validated and saved just before): its examples, its objective
+        and a fresh optimizer at its lr. The lr plateaus and patience count afresh; the best score carries over,
+        so the stage's weights replace the kept ones only when they validate better."""
+        progress, stage = session.progress, session.stage
+        progress.stage, progress.batch_in_epoch, progress.lr_scale, progress.bad_validations = 1, 0, 1.0, 0
+        self.enter_stage(session)
+        session.trained = self.processes.wrap(session.objective(), self.device)
+        self.log({"event": "stage", "step": progress.step, "name": stage.name, "lr": stage.lr})
+        self.events.message(
+            f"step {progress.step:,}: the {stage.name} stage starts ({len(stage.examples):,} examples, "
+            f"batches of {stage.batch_size}, lr {stage.lr:g})"
+        )
+
+    def enter_stage(self, session: Session) -> None:
+        """The started stage's examples and optimizer (the optimizer's state is the stage's own)."""
+        session.train = session.stage.examples
+        session.optimizer = make_optimizer(session.model, self.config, session.stage.lr)
 
     def validate_and_save(self, session: Session) -> str | None:
         """Validate, checkpoint, and return 'patience' when early stopping ends the run."""
@@ -332,7 +373,7 @@ class Trainer:
         stand-in of weight zero."""
         model.train()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, progress) * group.get("lr_scale", 1.0)
+            group["lr"] = learning_rate(self.config, progress, optimizer.defaults["lr"]) * group.get("lr_scale", 1.0)
         with autocast(self.device, self.dtype):
             loss = model(batch, self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -376,6 +417,8 @@ class Trainer:
             "grad_norm": round(window.norm_sum / window.norms, 4) if window.norms else None,
             "clipped": round(window.clipped / window.norms, 4) if window.norms else None,
         }
+        if progress.stage:  # the stage's loss is its own objective's, not a cross-entropy
+            del record["ppl"]
         self.log(record)
         self.events.step(record)
         session.window = Window()
@@ -473,6 +516,12 @@ class Trainer:
     def restore(self, session: Session) -> None:
         load_weights(session.model, self.run_dir / "last.safetensors")
         state = load_state(self.run_dir / "last.state.pt")
+        known = Progress.__dataclass_fields__
+        session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
+        if session.progress.stage:
+            if session.stage is None:
+                raise RunError(f"{self.run_dir}: saved in a final training stage that the recipe no longer has")
+            self.enter_stage(session)
         if session.average:
             self.restore_average(session.average, state)
         session.optimizer.load_state_dict(state["optimizer"])
@@ -480,8 +529,6 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.processes.world == 1:  # what one process saved is its own: across processes, reading starts afresh
             session.train.restore(state.get("train_reading", {}))
-        known = Progress.__dataclass_fields__
-        session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
 
     def restore_average(self, average: WeightAverage, state: dict) -> None:
         """The saved moving average; a run saved without one (ema_decay added on resume) starts it from the
@@ -502,14 +549,18 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
 
-def epoch_batches(config: TrainConfig, examples: Examples, epoch: int) -> list[list[int]]:
-    """The batches of one epoch; the same for a given seed and epoch, so a resumed run draws them again."""
+def epoch_batches(config: TrainConfig, examples: Examples, epoch: int, stage: Stage | None = None) -> list[list[int]]:
+    """The batches of one epoch (of the final ``stage``, once started: in its batch size, counted in examples); the
+    same for a given seed and epoch, so a resumed run draws them again."""
     rng = random.Random(config.seed * 100_003 + epoch)
+    if stage is not None:
+        return examples.batches(stage.batch_size, False, rng)
     return examples.batches(config.batch_size, config.batch_by == "tokens", rng)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's optimizer; a parameter with an ``lr_scale`` attribute learns at that fraction of the lr."""
+def make_optimizer(model: nn.Module, config: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer at ``lr`` (default: ``config.lr``); a parameter with an ``lr_scale`` attribute learns
+    at that fraction of the lr."""
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     # the fused update is one kernel over all parameters, much faster than foreach on the CPU
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in model.parameters())
@@ -517,7 +568,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     for parameter in model.parameters():
         scales.setdefault(getattr(parameter, "lr_scale", 1.0), []).append(parameter)
     groups = [{"params": params, "lr_scale": scale} for scale, params in scales.items() if params]
-    return kind(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
+    return kind(groups, lr=lr or config.lr, weight_decay=config.weight_decay, fused=fused, foreach=not fused)
 
 
 def backward_and_step(
@@ -554,7 +605,8 @@ def clip_and_step(optimizer: torch.optim.Optimizer, max_norm: float) -> torch.Te
     return norm
 
 
-def learning_rate(config: TrainConfig, progress: Progress) -> float:
-    """Linear warm-up to ``lr``, then ``lr`` scaled down on validation plateaus, never below ``min_lr``."""
+def learning_rate(config: TrainConfig, progress: Progress, base: float | None = None) -> float:
+    """Linear warm-up to the ``base`` lr (default: ``config.lr``), then scaled down on validation plateaus, never
+    below ``min_lr``."""
     warmup = min(1.0, (progress.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    return max(config.min_lr, config.lr * warmup * progress.lr_scale)
+    return max(config.min_lr, (base or config.lr) * warmup * progress.lr_scale)

@@ -33,8 +33,9 @@ from s2s.checkpoint import load_weights
 from s2s.config import load_recipe
 from s2s.data.corpus import load_split
 from s2s.errors import S2SError
-from s2s.pipelines import pipeline_for
+from s2s.pipelines import EvalSource, pipeline_for
 from s2s.pipelines.translation import encode
+from s2s.runs import load_run
 
 RECALL = "recipes/delayed-recall.yaml"
 ALGORITHMIC = "recipes/algorithmic.yaml"
@@ -134,11 +135,9 @@ def train(config: Config, run: Path, retrain: bool) -> None:
 
 
 def evaluate(run: Path, split: str) -> dict:
-    command = [sys.executable, "-m", "s2s", "evaluate", str(run), "--split", split, "--json"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise S2SError(result.stderr.strip() or f"s2s evaluate {run} failed")
-    return json.loads(result.stdout)
+    """``s2s evaluate RUN --split SPLIT --json``'s scores, computed in this process (the table's runs share it)."""
+    loaded = load_run(run, task=None)
+    return loaded.pipeline.evaluate(loaded.predictor, EvalSource(split, {}), {}, run / "eval").scores
 
 
 def training_record(run: Path) -> dict:

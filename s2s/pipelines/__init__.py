@@ -12,7 +12,7 @@ what a new problem shape must provide.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -62,6 +62,28 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Stage:
+    """A last part of training with an objective of its own (captioning's self-critical stage): it starts once
+    ``after_steps`` steps or ``after_time`` seconds of the command have passed, and trains ``examples`` with a
+    fresh optimizer at ``lr``, validating every ``validate_every`` steps (its steps may cost far more), through
+    ``objective(model)``: a module whose ``forward(batch, label_smoothing)`` is the stage's loss. Checkpoints, the
+    kept best weights and the budgets go on as before."""
+
+    name: str
+    after_steps: int | None
+    after_time: float | None
+    lr: float
+    batch_size: int
+    validate_every: int  # steps
+    examples: Examples
+    objective: Callable[[nn.Module], nn.Module]
+
+    def due(self, step: int, seconds: float) -> bool:
+        """Whether the stage starts now, ``step`` steps and ``seconds`` into the command."""
+        return step >= self.after_steps if self.after_steps else seconds >= self.after_time
+
+
 class Pipeline(Protocol):
     recipe: Recipe
     UNIT: ClassVar[str]  # what inference turns out: sentences, captions, texts
@@ -78,6 +100,15 @@ class Pipeline(Protocol):
     # validation scores (keep_best_by picks one), given the mean validation loss the trainer has just computed
     def score(self, predictor, valid: Examples, loss: float) -> dict: ...
     def evaluate(self, predictor, source: EvalSource, options: dict, out: Path) -> Evaluation: ...
+
+    # optional: a last stage of training with an objective of its own (see ``final_stage`` below)
+    # def final_stage(self, assets, train: Examples) -> Stage | None: ...
+
+
+def final_stage(pipeline: Pipeline, assets, train: Examples) -> Stage | None:
+    """The recipe's last training stage, from a pipeline that has one (most train with one objective throughout)."""
+    make = getattr(pipeline, "final_stage", None)
+    return make(assets, train) if make is not None else None
 
 
 @torch.inference_mode()

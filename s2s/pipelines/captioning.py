@@ -32,7 +32,8 @@ from s2s.inference import Caption, ImageCaptioner
 from s2s.metrics import caption_scores
 from s2s.models import Backbone, EncoderDecoder, build_backbone, build_captioner, members_of
 from s2s.modules.image_encoders import fixed_features
-from s2s.pipelines import EvalSource, Evaluation, UsageError
+from s2s.pipelines import EvalSource, Evaluation, Stage, UsageError
+from s2s.self_critical import CiderD, PictureBatch, SelfCritical
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 
@@ -78,6 +79,31 @@ class CaptionedImages(Dataset, ByLength):
             return map(self.batch, batches)
         loader = DataLoader(self, batch_sampler=batches, num_workers=self.workers, collate_fn=collate)
         return iter(loader)
+
+
+@dataclass
+class TrainingPictures(ByLength):
+    """One example per training picture, for the self-critical stage: its fixed grid, or its pixels (as given:
+    the stage rewards captions of the picture itself)."""
+
+    images: list[ImageSource]
+    image_size: int
+    features: torch.Tensor | None = None  # [N images, C, h, w]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def lengths(self) -> list[int]:
+        return [1] * len(self.images)
+
+    def batch(self, indices: list[int]) -> PictureBatch:
+        if self.features is not None:
+            return PictureBatch(self.features[indices].float(), indices)
+        pixels = [image_tensor(open_image(self.images[i]), self.image_size) for i in indices]
+        return PictureBatch(torch.stack(pixels), indices)
+
+    def iterate(self, batches: list[list[int]]) -> Iterator[PictureBatch]:
+        return map(self.batch, batches)
 
 
 def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> ImageBatch:
@@ -159,14 +185,20 @@ class CaptioningPipeline:
         mirrored_cache = feature_cache(self.recipe, weights, mirrored=True) if data.mirror else None
         started, computed, total = time.monotonic(), 0, 0
         for split in splits:
-            report = partial(events.work, f"features ({enc.backbone})")
-            split.features, fresh = extract_features(split.images, features, data.image_size, cache, report)
-            computed, total = computed + fresh, total + len(split.images)
-            if split.mirrored_captions is not None:
-                report = partial(events.work, f"mirrored features ({enc.backbone})")
-                split.mirrored_features, fresh = extract_features(
-                    split.images, features, data.image_size, mirrored_cache, report, mirrored=True
+            for mirrored in (False, True) if split.mirrored_captions is not None else (False,):
+                report = partial(events.work, f"{'mirrored ' if mirrored else ''}features ({enc.backbone})")
+                grids, fresh = extract_features(
+                    split.images,
+                    features,
+                    data.image_size,
+                    mirrored_cache if mirrored else cache,
+                    report,
+                    mirrored=mirrored,
                 )
+                if mirrored:
+                    split.mirrored_features = grids
+                else:
+                    split.features = grids
                 computed, total = computed + fresh, total + len(split.images)
         where = f"cache {cache.folder}" if cache else "not kept: data.feature_cache is null"
         if mirrored_cache:
@@ -175,6 +207,25 @@ class CaptioningPipeline:
             f"image features: {total - computed:,} of {total:,} images read from the cache, {computed:,} computed "
             f"in {time.monotonic() - started:.0f} s ({where})"
         )
+
+    def final_stage(self, tokenizer: Tokenizer, train: CaptionedImages) -> Stage | None:
+        """With ``self_critical``: the stage that trains on the model's own sampled captions of the training
+        pictures, rewarded by CIDEr-D against all their references (s2s.self_critical)."""
+        config = self.recipe.self_critical
+        if config is None:
+            return None
+        objective = partial(
+            SelfCritical,
+            reward=CiderD(train.references),
+            tokenizer=tokenizer,
+            samples=config.samples,
+            max_length=self.recipe.eval.max_length,
+        )
+        pictures = TrainingPictures(train.images, train.image_size, train.features)
+        return Stage(
+            "self-critical", config.after_steps, config.after_time, config.lr, config.batch_size,
+            config.validate_every, pictures, objective,
+        )  # fmt: skip
 
     def caption_examples(
         self, tokenizer: Tokenizer, split: ImageCaptions, training: bool
@@ -191,7 +242,7 @@ class CaptioningPipeline:
                 image_of.append(image)
                 captions.append(ids)
                 texts.append(text)
-        mirrored = tokenizer.encode([mirror_caption(t) for t in texts]) if training and data.mirror else None
+        mirrored = mirrored_ids(tokenizer, texts, captions) if training and data.mirror else None
         examples = CaptionedImages(
             split.images, split.captions, image_of, captions, data.image_size, training and bool(data.augment),
             data.workers, mirrored_captions=mirrored,
@@ -213,11 +264,13 @@ class CaptioningPipeline:
         return captioner.caption([open_image(source) for source in valid.images[:count]], beam_size=beam_size)
 
     def score(self, captioner: ImageCaptioner, valid: CaptionedImages, loss: float) -> dict:
-        """BLEU-1…4 of the (first ``eval.valid_images``) valid pictures' captions against all references."""
+        """BLEU-1…4 and CIDEr-D of the (first ``eval.valid_images``) valid pictures' captions against all their
+        references."""
         config = self.recipe.eval
         captions = self.predict(captioner, valid, config.valid_images, config.valid_beam_size)
         scores = caption_scores(best(captions), valid.references[: len(captions)])
-        return {**{f"bleu{n}": scores[f"bleu{n}"] for n in (1, 2, 3, 4)}, "signature": scores["signature"]}
+        kept = {f"bleu{n}": scores[f"bleu{n}"] for n in (1, 2, 3, 4)}
+        return {**kept, "cider": scores["cider"], "signature": scores["signature"]}
 
     def evaluate(self, captioner: ImageCaptioner, source: EvalSource, options: dict, out: Path) -> Evaluation:
         """BLEU-1…4 of a split's pictures, or of the ``--images`` named in ``--captions``, against all their
@@ -238,6 +291,7 @@ class CaptioningPipeline:
         report = [f"{'':6} {scores['setting']:>31}  as given (cased, punctuation as tokens)"]
         for order in (1, 2, 3, 4):
             report.append(f"BLEU-{order} {scores[f'bleu{order}']:31.2f}  {scores[f'cased_bleu{order}']:6.2f}")
+        report.append(f"CIDEr-D {scores['cider']:30.3f}  (idf over these references)")
         report += [
             f"{scores['signature']}  (lowercased, punctuation removed)",
             f"{scores['cased_signature']}  (as given)",
@@ -267,6 +321,16 @@ class CaptioningPipeline:
             return None
         grids, computed = extract_features(images, features, self.recipe.data.image_size, cache)
         return grids, f"image features: {len(images) - computed:,} of {len(images):,} read from {cache.folder}"
+
+
+def mirrored_ids(tokenizer: Tokenizer, texts: list[str], ids: list[list[int]]) -> list[list[int]]:
+    """The ids of each caption for its mirrored picture: encoded again only where "left" and "right" changed."""
+    flipped = [mirror_caption(text) for text in texts]
+    changed = [row for row, (text, new) in enumerate(zip(texts, flipped, strict=True)) if new != text]
+    mirrored = list(ids)
+    for row, encoded in zip(changed, tokenizer.encode([flipped[row] for row in changed]), strict=True):
+        mirrored[row] = encoded
+    return mirrored
 
 
 def best(captions: list[list[Caption]]) -> list[str]:

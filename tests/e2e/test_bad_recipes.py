@@ -321,6 +321,31 @@ ROWS = {
         "computed once per image, so training images cannot be augmented; set data.augment: false (or "
         "model.encoder.freeze: false)",
     ),
+    "a self-critical stage that does not say when it starts": (
+        CAPTIONING,
+        {"self_critical": {"lr": 1e-4}},
+        "self_critical: give after_steps or after_time (one of them): when the stage starts",
+    ),
+    "a self-critical stage that starts after the whole run's time": (
+        CAPTIONING,
+        {"train.max_time": "10m", "self_critical": {"after_time": "10m"}},
+        "self_critical.after_time: must be shorter than train.max_time, which ends the whole run",
+    ),
+    "a self-critical stage for an ensemble": (
+        CAPTIONING,
+        {"model.members": 2, "self_critical": {"after_steps": 100}},
+        "self_critical: needs model.members: 1 (each member would need its own samples)",
+    ),
+    "a self-critical baseline from one sample": (
+        CAPTIONING,
+        {"self_critical": {"after_steps": 100, "samples": 1}},
+        "self_critical.samples: input should be greater than or equal to 2 (got 1)",
+    ),
+    "a self-critical stage after the last step": (
+        CAPTIONING,
+        {"self_critical": {"after_steps": 1}},
+        "self_critical.after_steps: must be below train.max_steps, which ends the whole run",
+    ),
 }
 
 

@@ -17,7 +17,7 @@ from s2s.errors import DataError, RecipeError
 from s2s.metrics import caption_scores
 from s2s.models import Seq2Seq, build_captioner
 from s2s.modules.decoders import RNNDecoder
-from s2s.pipelines.captioning import readable
+from s2s.pipelines.captioning import mirrored_ids, readable
 from s2s.search import Sampling, beam_search, greedy_search, search
 from tests.helpers import Messages
 
@@ -124,6 +124,7 @@ def test_bleu_counts_every_reference_of_an_image():
     assert "nrefs:var" in perfect["signature"]
     wrong = caption_scores(["a green triangle left of a yellow circle", "a cat"], references)
     assert wrong["bleu4"] < 20 and wrong["bleu1"] < perfect["bleu1"]
+    assert perfect["cider"] > wrong["cider"] >= 0  # CIDEr-D, its idf over these references
 
 
 def test_the_conventional_caption_bleu_ignores_case_and_punctuation_and_the_cased_one_does_not():
@@ -236,6 +237,25 @@ def test_a_mirrored_picture_is_the_plain_one_flipped_left_to_right():
 def test_the_caption_of_a_mirrored_picture_swaps_left_and_right_and_keeps_their_case():
     assert mirror_caption("A dog left of the Right tree; LEFT.") == "A dog right of the Left tree; RIGHT."
     assert mirror_caption("a bright leftover copyright") == "a bright leftover copyright"  # words, not letters
+
+
+def test_only_captions_that_name_a_side_are_encoded_again_for_the_mirrored_picture():
+    class Counting:
+        def __init__(self):
+            self.encoded = []
+
+        def encode(self, texts):
+            self.encoded += texts
+            return [[len(text)] for text in texts]
+
+    tokenizer = Counting()
+    texts = ["a dog on the left", "a cat", "right and left"]
+    assert mirrored_ids(tokenizer, texts, [[1], [2], [3]]) == [
+        [len("a dog on the right")],
+        [2],
+        [len("left and right")],
+    ]
+    assert tokenizer.encoded == ["a dog on the right", "left and right"]
 
 
 def test_with_mirror_an_example_reads_the_mirrored_grid_with_the_mirrored_caption_about_half_the_time():
