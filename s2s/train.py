@@ -66,6 +66,7 @@ class Progress:
     skipped_steps: int = 0  # steps whose loss was not finite (no update was made)
     nonfinite_in_row: int = 0
     stage: int = 0  # 1 once the recipe's final stage (captioning's self-critical one) has started
+    stage_best: float | None = None  # the best validation of the current stage: what lr plateaus and patience count
 
 
 class StopSignals:
@@ -306,10 +307,12 @@ class Trainer:
 
     def begin_stage(self, session: Session) -> None:
         """Start the final stage (the last weights validated and saved just before): its examples, its objective
-        and a fresh optimizer at its lr. The lr plateaus and patience count afresh; the best score carries over,
-        so the stage's weights replace the kept ones only when they validate better."""
+        and a fresh optimizer at its lr. The lr plateaus and patience count against the stage's own best validation;
+        the run's best score carries over, so the stage's weights replace the kept ones only when they validate
+        better."""
         progress, stage = session.progress, session.stage
         progress.stage, progress.batch_in_epoch, progress.lr_scale, progress.bad_validations = 1, 0, 1.0, 0
+        progress.stage_best = None  # the stage improves on its own first weights before it can beat the best
         self.enter_stage(session)
         session.trained = self.processes.wrap(session.objective(), self.device)
         self.log({"event": "stage", "step": progress.step, "name": stage.name, "lr": stage.lr})
@@ -432,7 +435,9 @@ class Trainer:
             if improved:
                 save_weights(session.model, self.run_dir / "best.safetensors")
         if improved:
-            progress.best, progress.bad_validations = value, 0
+            progress.best = value
+        if self.better(value, progress.stage_best):
+            progress.stage_best, progress.bad_validations = value, 0
         else:
             progress.bad_validations += 1
             if config.lr_patience and progress.bad_validations % (config.lr_patience + 1) == 0:
@@ -516,8 +521,10 @@ class Trainer:
     def restore(self, session: Session) -> None:
         load_weights(session.model, self.run_dir / "last.safetensors")
         state = load_state(self.run_dir / "last.state.pt")
-        known = Progress.__dataclass_fields__
-        session.progress = Progress(**{k: v for k, v in state["progress"].items() if k in known})
+        known, saved = Progress.__dataclass_fields__, state["progress"]
+        session.progress = Progress(**{k: v for k, v in saved.items() if k in known})
+        if "stage_best" not in saved:  # saved before training had stages: its one stage's best is the best
+            session.progress.stage_best = session.progress.best
         if session.progress.stage:
             if session.stage is None:
                 raise RunError(f"{self.run_dir}: saved in a final training stage that the recipe no longer has")

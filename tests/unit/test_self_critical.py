@@ -138,3 +138,19 @@ def test_a_run_saved_in_the_stage_cannot_resume_under_a_recipe_without_it(tmp_pa
     tree["train"]["max_steps"] = 10
     with pytest.raises(RunError, match="final training stage that the recipe no longer has"):
         Trainer(load_recipe(write_recipe(tmp_path / "plain.yaml", tree)), tmp_path / "run", resume=True).run()
+
+
+def test_in_the_stage_the_lr_plateaus_count_against_the_stages_own_best_and_the_kept_weights_against_the_runs(
+    tmp_path, monkeypatch
+):
+    scripted = iter([10.0, 20.0, 15.0, 5.0, 6.0, 7.0, 4.0])  # steps 2, 4, 6, then each stage step 7…10
+    monkeypatch.setattr(Trainer, "score_valid", lambda self, session: (1.0, {"bleu4": (v := next(scripted))}, v))
+    recipe = load_recipe(shapes_recipe(tmp_path, max_steps=10, lr_patience=1))
+    Trainer(recipe, tmp_path / "run").run()
+    log = records(tmp_path / "run")
+    valid = {r["step"]: r for r in log if r["event"] == "valid"}
+    assert [valid[s]["improved"] for s in (2, 4, 6, 7, 8, 9, 10)] == [True, True, False, False, False, False, False]
+    # 7, 8 and 9 each beat the stage's previous validation, and 10 is one plateau: the stage's lr is never halved
+    stage_lrs = [r["lr"] for r in log if r["event"] == "train" and r["step"] > 6]
+    assert len(stage_lrs) == 4 and stage_lrs == pytest.approx([2e-4] * 4)
+    assert valid[10]["best"] == 20.0
