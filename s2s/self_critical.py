@@ -14,34 +14,12 @@ the words that say what is particular to a picture over the words every caption 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from s2s.data.batching import PictureBatch
 from s2s.metrics import CiderD
 from s2s.tokenizer import BOS, EOS, PAD, Tokenizer
-
-
-@dataclass
-class PictureBatch:
-    """Pictures (pixels or fixed feature grids) and their numbers in the training split, whose references reward
-    the captions sampled for them."""
-
-    src: torch.Tensor  # [B, …] pixels or grids
-    indices: list[int]
-    sampled_tokens: int = 0  # set by the objective once it has drawn the captions: what training speed counts
-
-    @property
-    def n_predictions(self) -> int:
-        return len(self.indices)  # the loss is a mean over pictures
-
-    @property
-    def n_tokens(self) -> int:
-        return self.sampled_tokens
-
-    def to(self, device: torch.device) -> PictureBatch:
-        return PictureBatch(self.src.to(device, non_blocking=True), self.indices)
 
 
 class SelfCritical(nn.Module):

@@ -121,6 +121,27 @@ class ImageBatch:
         )
 
 
+@dataclass
+class PictureBatch:
+    """Pictures (pixels or fixed feature grids) and their numbers in the training split, whose references reward
+    the captions sampled for them."""
+
+    src: torch.Tensor  # [B, …] pixels or grids
+    indices: list[int]
+    sampled_tokens: int = 0  # set by the objective once it has drawn the captions: what training speed counts
+
+    @property
+    def n_predictions(self) -> int:
+        return len(self.indices)  # the loss is a mean over pictures
+
+    @property
+    def n_tokens(self) -> int:
+        return self.sampled_tokens
+
+    def to(self, device: torch.device) -> PictureBatch:
+        return PictureBatch(self.src.to(device, non_blocking=True), self.indices)
+
+
 def collate_images(images: list[torch.Tensor], captions: list[list[int]], indices: list[int]) -> ImageBatch:
     return ImageBatch(
         src=torch.stack(images),

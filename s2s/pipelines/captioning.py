@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from s2s.config import CaptioningRecipe
-from s2s.data.batching import ByLength, ImageBatch, collate_images
+from s2s.data.batching import ByLength, ImageBatch, PictureBatch, collate_images
 from s2s.data.images import (
     BadImage,
     ImageCaptions,
@@ -33,7 +33,7 @@ from s2s.metrics import caption_scores
 from s2s.models import Backbone, EncoderDecoder, build_backbone, build_captioner, members_of
 from s2s.modules.image_encoders import fixed_features
 from s2s.pipelines import EvalSource, Evaluation, Stage, UsageError
-from s2s.self_critical import CiderD, PictureBatch, SelfCritical
+from s2s.self_critical import CiderD, SelfCritical
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 

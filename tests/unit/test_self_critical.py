@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from s2s.config import load_recipe
+from s2s.data.batching import PictureBatch
 from s2s.errors import RunError
-from s2s.self_critical import CiderD, PictureBatch, SelfCritical
+from s2s.metrics import CiderD
+from s2s.self_critical import SelfCritical
 from s2s.tokenizer import EOS
 from s2s.train import Trainer
 from tests.helpers import SHAPES_RUN, write_recipe
