@@ -819,9 +819,10 @@ class PretrainConfig(Section):
 
 
 class SelfCriticalConfig(Section):
-    """After teacher forcing, the captioner learns from its own sampled captions, rewarded by their CIDEr-D against
-    the training references (s2s.self_critical); the stage starts after ``after_steps`` steps or ``after_time`` of
-    the command (one of them), and ``train.max_time`` / ``train.max_steps`` still end the whole run."""
+    """After teacher forcing, the captioner learns from its own sampled captions, rewarded by their CIDEr-D (or
+    sentence BLEU-4) against the training references (s2s.self_critical); the stage starts after ``after_steps``
+    steps or ``after_time`` of the command (one of them), and ``train.max_time`` / ``train.max_steps`` still end the
+    whole run."""
 
     after_steps: int | None = Field(None, gt=0)
     after_time: Seconds | None = None
@@ -829,6 +830,7 @@ class SelfCriticalConfig(Section):
     samples: int = Field(5, ge=2)  # captions drawn per picture: each one's baseline is the others' mean reward
     batch_size: int = Field(32, gt=0)  # pictures per batch
     validate_every: int = Field(100, gt=0)  # steps: each costs several teacher-forced ones
+    reward: Literal["cider_d", "bleu4"] = "cider_d"  # what scores each sample against the picture's references
 
     @model_validator(mode="after")
     def _one_start(self) -> SelfCriticalConfig:

@@ -134,6 +134,48 @@ class CiderD:
         return SCALE * total / max(1, len(references))
 
 
+class SentenceBleu:
+    """Sentence BLEU-4 (0…1) of candidate captions against the references of one picture of the corpus given at
+    construction, on the words caption BLEU compares: n-gram matches clipped by the most any one reference has,
+    the brevity penalty against the reference closest in length, and sacreBLEU's sentence-level smoothing (an
+    order without a match counts as 1 / (2^k × its n-grams) for its k-th such order; orders longer than the
+    candidate are left out; no word in common scores 0). The reward for captions judged by corpus BLEU-4, as
+    self-critical training's BLEU-optimised runs used (Rennie et al. 2017)."""
+
+    def __init__(self, references: list[list[str]]):
+        self.clips: list[list[Counter]] = []
+        self.lengths: list[list[int]] = []
+        for refs in references:
+            words = [caption_words(text) for text in refs]
+            most = [Counter() for _ in NGRAM_ORDERS]
+            for counts in map(ngram_counts, words):
+                for order, order_counts in enumerate(counts):
+                    most[order] |= order_counts  # the elementwise maximum over the references
+            self.clips.append(most)
+            self.lengths.append([len(w) for w in words])
+
+    def score(self, text: str, picture: int) -> float:
+        """The candidate ``text``'s BLEU-4 against the references of picture number ``picture``."""
+        words = caption_words(text)
+        if not words:
+            return 0.0
+        log_precision, orders, halvings = 0.0, 0, 0
+        for counts, clip in zip(ngram_counts(words), self.clips[picture], strict=True):
+            total = sum(counts.values())
+            if total == 0:  # the candidate is shorter than this order
+                break
+            matched = sum(min(count, clip[gram]) for gram, count in counts.items())
+            if matched == 0 and orders == 0:  # not one word in common: nothing to smooth
+                return 0.0
+            if matched == 0:
+                halvings += 1
+            log_precision += math.log(matched / total if matched else 1.0 / (2**halvings * total))
+            orders += 1
+        closest = min(self.lengths[picture], key=lambda length: (abs(length - len(words)), length))
+        brevity = min(0.0, 1.0 - closest / len(words))
+        return math.exp(brevity + log_precision / orders)
+
+
 def cider_d(hypotheses: list[str], references: list[list[str]]) -> float:
     """Corpus CIDEr-D: the mean over images of each hypothesis's CIDEr-D, the idf taken over these references."""
     scorer = CiderD(references)

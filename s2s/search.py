@@ -110,6 +110,20 @@ class Sampling:
         return draw
 
 
+def draw_from(probabilities: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of ``probabilities`` [B, V] (rows need not sum to exactly 1), drawn by inverting each
+    row's cumulative distribution at a uniform point: exact like ``torch.multinomial``, and many times faster on a
+    CPU, where multinomial costs about as much as a decoder step for a few hundred rows of a 3,000-token
+    vocabulary. A token of probability 0 is never drawn: the draw is the first token whose cumulative mass
+    exceeds the point, and the point stays strictly below the row's total. (``Sampling`` keeps multinomial: its
+    seeded texts are documented, and it draws a few rows at a time.)"""
+    cumulative = probabilities.float().cumsum(-1)
+    total = cumulative[:, -1:]
+    point = torch.rand(total.shape, generator=generator, device=total.device) * total
+    point = torch.minimum(point, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, point, right=True)[:, 0]
+
+
 def restrict(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """``logits`` [B, V] with every token outside the top-k and outside the top-p nucleus set to -inf."""
     if top_k is not None and top_k < logits.size(-1):

@@ -8,8 +8,11 @@ and REINFORCE raises the log-probability of the captions that scored above the o
 baseline of a sample is the mean reward of the other samples of the same picture (Kool et al. 2019; Luo 2020),
 which costs no extra greedy search and needs no learned critic.
 
-The reward's document frequencies come from the training pictures' references (s2s.metrics.CiderD), so it favours
-the words that say what is particular to a picture over the words every caption shares.
+The reward is CIDEr-D by default: its document frequencies come from the training pictures' references
+(s2s.metrics.CiderD), so it favours the words that say what is particular to a picture over the words every caption
+shares. Sentence BLEU-4 (s2s.metrics.SentenceBleu) rewards what corpus BLEU-4 scores: Rennie et al. found that each
+reward raises its own metric most. It also teaches short captions of the words every reference shares, which its
+brevity penalty against the closest of five references lets pass: the default stays CIDEr-D.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import torch
 from torch import nn
 
 from s2s.data.batching import PictureBatch
-from s2s.metrics import CiderD
+from s2s.metrics import CiderD, SentenceBleu
+from s2s.search import draw_from
 from s2s.tokenizer import BOS, EOS, PAD, Tokenizer
+
+Reward = CiderD | SentenceBleu
+REWARDS = {"cider_d": CiderD, "bleu4": SentenceBleu}  # the recipe's self_critical.reward: name → scorer class
 
 
 class SelfCritical(nn.Module):
@@ -27,7 +34,7 @@ class SelfCritical(nn.Module):
     picture and returns a loss whose gradient is REINFORCE's with the other samples' mean reward as baseline, and
     whose value is minus the samples' mean reward (what the training log shows in this stage)."""
 
-    def __init__(self, model: nn.Module, reward: CiderD, tokenizer: Tokenizer, samples: int, max_length: int):
+    def __init__(self, model: nn.Module, reward: Reward, tokenizer: Tokenizer, samples: int, max_length: int):
         super().__init__()
         self.model, self.reward, self.tokenizer = model, reward, tokenizer
         self.samples, self.max_length = samples, max_length
@@ -62,10 +69,8 @@ class SelfCritical(nn.Module):
         for t in range(self.max_length):
             logits, state, _ = self.model.step(prev, state, memory)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-            if t == self.max_length - 1:  # the last position ends every caption still going
-                chosen = torch.full_like(prev, EOS)
-            else:
-                chosen = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)
+            last = t == self.max_length - 1  # the last position ends every caption still going
+            chosen = torch.full_like(prev, EOS) if last else draw_from(log_probs.detach().exp())
             total = total.index_add(0, running, log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1))
             tokens[running, t] = chosen
             going = chosen.ne(EOS).nonzero().squeeze(1)

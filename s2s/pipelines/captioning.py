@@ -33,7 +33,7 @@ from s2s.metrics import caption_scores
 from s2s.models import Backbone, EncoderDecoder, build_backbone, build_captioner, members_of
 from s2s.modules.image_encoders import fixed_features
 from s2s.pipelines import EvalSource, Evaluation, Stage, UsageError
-from s2s.self_critical import CiderD, SelfCritical
+from s2s.self_critical import REWARDS, SelfCritical
 from s2s.tokenizer import Tokenizer, load_text_tokenizer, train_text_tokenizer
 
 
@@ -210,13 +210,13 @@ class CaptioningPipeline:
 
     def final_stage(self, tokenizer: Tokenizer, train: CaptionedImages) -> Stage | None:
         """With ``self_critical``: the stage that trains on the model's own sampled captions of the training
-        pictures, rewarded by CIDEr-D against all their references (s2s.self_critical)."""
+        pictures, rewarded by CIDEr-D or sentence BLEU-4 against all their references (s2s.self_critical)."""
         config = self.recipe.self_critical
         if config is None:
             return None
         objective = partial(
             SelfCritical,
-            reward=CiderD(train.references),
+            reward=REWARDS[config.reward](train.references),
             tokenizer=tokenizer,
             samples=config.samples,
             max_length=self.recipe.eval.max_length,

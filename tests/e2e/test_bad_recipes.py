@@ -341,6 +341,11 @@ ROWS = {
         {"self_critical": {"after_steps": 100, "samples": 1}},
         "self_critical.samples: input should be greater than or equal to 2 (got 1)",
     ),
+    "a self-critical reward the toolkit does not have": (
+        CAPTIONING,
+        {"self_critical": {"after_steps": 100, "reward": "rouge"}},
+        "self_critical.reward: 'rouge' is not one of: cider_d, bleu4",
+    ),
     "a self-critical stage after the last step": (
         CAPTIONING,
         {"self_critical": {"after_steps": 1}},

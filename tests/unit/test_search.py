@@ -9,7 +9,7 @@ import torch
 
 from s2s.data.batching import collate
 from s2s.modules.decoders import Memory
-from s2s.search import beam_search, greedy_search, length_penalty, max_lengths
+from s2s.search import beam_search, draw_from, greedy_search, length_penalty, max_lengths
 from s2s.tokenizer import BOS, EOS
 from tests.helpers import small_model
 
@@ -142,3 +142,13 @@ def test_nbest_is_sorted_best_first():
     for options in results:
         scores = [h.normalized for h in options]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_draws_follow_the_probabilities_and_never_take_a_token_of_probability_zero():
+    probabilities = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3]]).repeat(20000, 1)
+    drawn = draw_from(probabilities, torch.Generator().manual_seed(0))
+    shares = torch.bincount(drawn, minlength=5) / len(drawn)
+    assert shares[[0, 2]].tolist() == [0.0, 0.0]
+    assert shares[[1, 3, 4]].tolist() == pytest.approx([0.2, 0.5, 0.3], abs=0.01)
+    edges = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])  # all the mass at either end, rows not normalised
+    assert draw_from(edges.repeat(500, 1)).view(500, 2).tolist() == [[0, 2]] * 500

@@ -1,10 +1,12 @@
-"""Self-critical training: CIDEr-D rewards what is particular to a picture's references, the objective makes the
-better-rewarded samples more likely, and a captioning run switches to it on schedule and resumes inside it."""
+"""Self-critical training: CIDEr-D rewards what is particular to a picture's references, sentence BLEU-4 what corpus
+BLEU scores, the objective makes the better-rewarded samples more likely, and a captioning run switches to it on
+schedule and resumes inside it."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -14,8 +16,8 @@ from torch import nn
 from s2s.config import load_recipe
 from s2s.data.batching import PictureBatch
 from s2s.errors import RunError
-from s2s.metrics import CiderD
-from s2s.self_critical import SelfCritical
+from s2s.metrics import CiderD, SentenceBleu, caption_words
+from s2s.self_critical import REWARDS, SelfCritical
 from s2s.tokenizer import EOS
 from s2s.train import Trainer
 from tests.helpers import SHAPES_RUN, write_recipe
@@ -40,6 +42,31 @@ def test_repeating_a_rewarded_word_does_not_raise_the_reward():
     cider = CiderD(REFERENCES)
     assert cider.score("dog dog dog dog dog", 0) < cider.score("a dog runs", 0)
     assert cider.score("a dog runs on the grass and runs and runs on and on", 0) < cider.score("a dog runs", 0)
+
+
+def test_sentence_bleu_is_one_for_a_reference_and_zero_without_a_common_word():
+    bleu = SentenceBleu(REFERENCES)
+    assert bleu.score("A dog runs on the grass .", 0) == pytest.approx(1.0)
+    assert bleu.score("two cats", 0) == 0.0
+    assert bleu.score("", 0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "caption", ["a dog runs", "dog", "the dog runs on grass", "A cat runs on the grass .", "dog dog dog dog dog dog"]
+)
+def test_sentence_bleu_is_sacrebleus_smoothed_sentence_bleu_on_the_caption_words(caption):
+    import sacrebleu
+
+    words = " ".join(caption_words(caption))
+    references = [" ".join(caption_words(text)) for text in REFERENCES[0]]
+    expected = sacrebleu.sentence_bleu(words, references, tokenize="none").score / 100
+    assert SentenceBleu(REFERENCES).score(caption, 0) == pytest.approx(expected)
+
+
+def test_a_caption_shorter_than_the_closest_reference_pays_the_brevity_penalty_and_a_longer_one_does_not():
+    bleu = SentenceBleu([["a dog runs on the grass"]])
+    assert bleu.score("a dog runs", 0) == pytest.approx(math.exp(1 - 6 / 3))  # 1-, 2- and 3-grams all match
+    assert bleu.score("a dog runs on the grass today", 0) == pytest.approx((6 / 7 * 5 / 6 * 4 / 5 * 3 / 4) ** 0.25)
 
 
 class Memory(SimpleNamespace):
@@ -73,10 +100,11 @@ class Words:
         return [" ".join({4: "dog", 5: "cat"}.get(t, "?") for t in row) for row in rows]
 
 
-def test_a_step_makes_the_better_rewarded_words_more_likely_and_reports_minus_the_mean_reward():
+@pytest.mark.parametrize("reward", sorted(REWARDS))
+def test_a_step_makes_the_better_rewarded_words_more_likely_and_reports_minus_the_mean_reward(reward):
     torch.manual_seed(0)
     model = Unigram()
-    objective = SelfCritical(model, CiderD(REFERENCES), Words(), samples=4, max_length=4)
+    objective = SelfCritical(model, REWARDS[reward](REFERENCES), Words(), samples=4, max_length=4)
     batch = PictureBatch(torch.zeros(8, 1), [0] * 8)  # eight pictures of a dog
     before = torch.softmax(model.logits.detach(), 0)
     loss = objective(batch)
