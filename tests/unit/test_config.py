@@ -139,6 +139,16 @@ def test_overrides_set_values_with_the_same_validation(tiny_recipe_file):
         load_recipe(tiny_recipe_file, ["train.lr.x=1"])
 
 
+def test_null_leaves_an_optional_section_out_and_is_refused_for_a_required_one():
+    flickr8k = ROOT / "recipes" / "captioning-flickr8k.yaml"
+    assert load_recipe(flickr8k, check_files=False).self_critical is not None
+    assert load_recipe(flickr8k, ["self_critical=null"], check_files=False).self_critical is None
+    with pytest.raises(
+        RecipeError, match=r"captioning-flickr8k.yaml: data: input should be a section of keys \(got None\)"
+    ):
+        load_recipe(flickr8k, ["data=null"], check_files=False)
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("25m", 1500), ("1.5h", 5400)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
