@@ -140,7 +140,9 @@ class SentenceBleu:
     the brevity penalty against the reference closest in length, and sacreBLEU's sentence-level smoothing (an
     order without a match counts as 1 / (2^k × its n-grams) for its k-th such order; orders longer than the
     candidate are left out; no word in common scores 0). The reward for captions judged by corpus BLEU-4, as
-    self-critical training's BLEU-optimised runs used (Rennie et al. 2017)."""
+    self-critical training's BLEU-optimised runs used (Rennie et al. 2017). Written here rather than called from
+    ``sacrebleu.sentence_bleu``, which counts the references' n-grams again at every call: their clipped counts are
+    kept per picture, so each of the stage's many samples costs only its own n-grams (a test pins it to sacreBLEU)."""
 
     def __init__(self, references: list[list[str]]):
         self.clips: list[list[Counter]] = []

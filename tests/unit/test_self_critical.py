@@ -8,12 +8,13 @@ import copy
 import json
 import math
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import torch
 from torch import nn
 
-from s2s.config import load_recipe
+from s2s.config import SelfCriticalConfig, load_recipe
 from s2s.data.batching import PictureBatch
 from s2s.errors import RunError
 from s2s.metrics import CiderD, SentenceBleu, caption_words
@@ -67,6 +68,10 @@ def test_a_caption_shorter_than_the_closest_reference_pays_the_brevity_penalty_a
     bleu = SentenceBleu([["a dog runs on the grass"]])
     assert bleu.score("a dog runs", 0) == pytest.approx(math.exp(1 - 6 / 3))  # 1-, 2- and 3-grams all match
     assert bleu.score("a dog runs on the grass today", 0) == pytest.approx((6 / 7 * 5 / 6 * 4 / 5 * 3 / 4) ** 0.25)
+
+
+def test_every_reward_a_recipe_may_name_has_a_scorer():
+    assert set(get_args(SelfCriticalConfig.model_fields["reward"].annotation)) == set(REWARDS)
 
 
 class Memory(SimpleNamespace):
