@@ -529,6 +529,8 @@ class DecoderConfig(RecurrentSection):
     # doubly stochastic attention (Xu et al. 2015): λ Σ_s (1 − Σ_t a_ts)² per target sequence joins its summed
     # cross-entropy, pulling every source position (image region) towards one step's worth of attention in all
     attention_penalty: float = Field(0.0, ge=0)
+    # Show, Attend and Tell's gating scalar β = σ(w · h + b) on each step's context
+    context_gate: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> DecoderConfig:
@@ -536,6 +538,8 @@ class DecoderConfig(RecurrentSection):
             raise rule("input_feeding", "needs attention; set it to false when attention is 'none'")
         if self.attention_penalty and self.attention == "none":
             raise rule("attention_penalty", "needs attention; set it to 0 when attention is 'none'")
+        if self.context_gate and self.attention == "none":
+            raise rule("context_gate", "needs attention; set it to false when attention is 'none'")
         if self.tie_embeddings and self.embedding_size != self.hidden_size:
             sizes = f"({self.embedding_size} != {self.hidden_size})"
             raise rule("tie_embeddings", f"needs embedding_size == hidden_size {sizes}")

@@ -474,6 +474,7 @@ def build_decoder(dec: DecoderConfig, vocab_size: int, encoder_size: int) -> RNN
         every_step=dec.conditioning == "every_step",
         tie_embeddings=dec.tie_embeddings,
         attention_penalty=dec.attention_penalty,
+        context_gate=dec.context_gate,
     )
     set_forget_bias(decoder, dec.forget_bias)
     return decoder

@@ -24,7 +24,13 @@ from s2s.train import Events
 DECODER_LENGTHS = torch.tensor([5, 2, 4, 1])  # source lengths of the batch's 4 sentences, S = 5 positions
 
 
-def input_fed_decoder(summary_size: int, attention: str = "bahdanau", vocab_size: int = 30, hidden_size: int = 16):
+def input_fed_decoder(
+    summary_size: int,
+    attention: str = "bahdanau",
+    vocab_size: int = 30,
+    hidden_size: int = 16,
+    context_gate: bool = False,
+):
     """A one-layer input-fed GRU decoder (embeddings of 12, no dropout) over encoder states of ``summary_size``."""
     return RNNDecoder(
         vocab_size=vocab_size,
@@ -38,15 +44,17 @@ def input_fed_decoder(summary_size: int, attention: str = "bahdanau", vocab_size
         input_feeding=True,
         every_step=False,
         tie_embeddings=False,
+        context_gate=context_gate,
     )
 
 
 def decoder_and_inputs(attention: str, dtype=torch.float64):
     """A one-layer input-fed GRU decoder with ``attention`` (hidden size 16, 30 words), encoder states [4, 5, K]
-    that want a gradient, and previous target ids [4, 6]."""
+    that want a gradient, and previous target ids [4, 6]. ``attention`` may end in ``+gate``: with a context gate."""
     torch.manual_seed(0)
+    attention, _, gate = attention.partition("+")
     encoder_size = 16 if attention == "luong_dot" else 24
-    decoder = input_fed_decoder(encoder_size, attention).to(dtype)
+    decoder = input_fed_decoder(encoder_size, attention, context_gate=gate == "gate").to(dtype)
     states = torch.randn(len(DECODER_LENGTHS), 5, encoder_size, dtype=dtype, requires_grad=True)
     return decoder, states, torch.randint(4, 30, (len(DECODER_LENGTHS), 6))
 

@@ -72,12 +72,13 @@ void cast_rows(const float* __restrict__ from, T* __restrict__ to, int64_t count
 }
 
 // Attention for one row: scores over the source (bahdanau: v · tanh(keys + query); luong: keys · h), a softmax over
-// the real positions, the context; writes the weights a [S] and [h; context] in T for the combining product.
+// the real positions, the context, scaled by `gate` (a context gate's β; 1 without one); writes the weights a [S]
+// and [h; context] in T for the combining product.
 template <typename T>
 inline void attend_row(int64_t S, int64_t Q, int64_t H, int64_t D, const float* __restrict__ keys,
                        const float* __restrict__ values, const bool* __restrict__ real, const float* __restrict__ query,
                        const float* __restrict__ energy, const float* __restrict__ h, float* __restrict__ a,
-                       float* __restrict__ context, T* __restrict__ joined) {
+                       float* __restrict__ context, T* __restrict__ joined, float gate = 1.0f) {
   float top = -std::numeric_limits<float>::infinity();
   for (int64_t s = 0; s < S; ++s) {
     float score = -std::numeric_limits<float>::infinity();
@@ -104,8 +105,15 @@ inline void attend_row(int64_t S, int64_t Q, int64_t H, int64_t D, const float* 
 #pragma omp simd
     for (int64_t c = 0; c < D; ++c) context[c] += w * v[c];
   }
+  if (gate != 1.0f)
+    for (int64_t c = 0; c < D; ++c) context[c] *= gate;
   cast_rows(h, joined, H);
   cast_rows(context, joined + H, D);
+}
+
+// The context gate of Show, Attend and Tell: β = σ(w · h + b), one scalar per row, in fp32.
+inline float context_gate(int64_t H, const float* __restrict__ w, float b, const float* __restrict__ h) {
+  return 1.0f / (1.0f + std::exp(-(lane_sum(H, [&](int64_t j) { return w[j] * h[j]; }) + b)));
 }
 
 }  // namespace s2s_kernels

@@ -104,16 +104,17 @@ std::vector<Tensor> gru_backward_impl(const Tensor& d_states, const Tensor& hs, 
 
 // x [B, T, 3H] input gates of the embedded words in T (b_ih included); h0, f0 [B, H]; keys [B, S, Q]; values
 // [B, S, D]; mask [B, S] (true at real positions); w_if [3H, H], w_hh [3H, H], w_query [Q, H] (bahdanau), w_combine
-// [H, H + D] in T; b_hh [3H], energy [Q] (bahdanau), b_combine [H]
+// [H, H + D] in T; b_hh [3H], energy [Q] (bahdanau), b_combine [H]; gate_w [H], gate_b [1] (a context gate)
 // → hs, fs [T + 1, B, H] (the initial ones first) and hs_t, fs_t, the same in T; rz [T, B, 2H]; n, gh_n [T, B, H];
-//   query [T, B, Q] (bahdanau); a [T, B, S]; joined [T, B, H + D] in T
+//   query [T, B, Q] (bahdanau); a [T, B, S]; joined [T, B, H + D] in T (the context gated); beta [T, B] (gated)
 template <typename T>
 std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Tensor& f0, const Tensor& keys,
                                      const Tensor& values, const Tensor& mask, const Tensor& w_if, const Tensor& w_hh,
                                      const Tensor& b_hh, const c10::optional<Tensor>& w_query,
                                      const c10::optional<Tensor>& energy, const Tensor& w_combine,
-                                     const Tensor& b_combine, int64_t parts) {
-  const bool bahdanau = energy.has_value();
+                                     const Tensor& b_combine, const c10::optional<Tensor>& gate_w,
+                                     const c10::optional<Tensor>& gate_b, int64_t parts) {
+  const bool bahdanau = energy.has_value(), gated = gate_w.has_value();
   const int64_t B = x.size(0), T_ = x.size(1), S = keys.size(1), Q = keys.size(2), D = values.size(2);
   const int64_t H = h0.size(1);
   const auto f32 = h0.options(), tt = w_hh.options();
@@ -121,7 +122,7 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
   auto hs_t = at::empty({T_ + 1, B, H}, tt), fs_t = at::empty({T_ + 1, B, H}, tt);
   auto rz = at::empty({T_, B, 2 * H}, f32), n = at::empty({T_, B, H}, f32), gh_n = at::empty({T_, B, H}, f32);
   auto a = at::empty({T_, B, S}, f32), query = at::empty({bahdanau ? T_ : 0, B, Q}, f32);
-  auto joined = at::empty({T_, B, H + D}, tt);
+  auto joined = at::empty({T_, B, H + D}, tt), beta = at::empty({gated ? T_ : 0, B}, f32);
   hs[0].copy_(h0);
   fs[0].copy_(f0);
   hs_t[0].copy_(h0);
@@ -135,6 +136,9 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
   const bool* mask_p = ptr<bool>(mask);
   float *hs_p = ptr<float>(hs), *fs_p = ptr<float>(fs), *rz_p = ptr<float>(rz), *n_p = ptr<float>(n);
   float *gh_n_p = ptr<float>(gh_n), *a_p = ptr<float>(a), *query_p = bahdanau ? ptr<float>(query) : nullptr;
+  const float* gate_w_p = gated ? ptr<float>(*gate_w) : nullptr;
+  const float gate_b_v = gated ? gate_b->item<float>() : 0.0f;
+  float* beta_p = gated ? ptr<float>(beta) : nullptr;
   T *hs_t_p = ptr<T>(hs_t), *fs_t_p = ptr<T>(fs_t), *joined_p = ptr<T>(joined);
   for_each_part(1, B, parts, [&](Part p) {
     const int64_t rows = p.rows();
@@ -161,8 +165,10 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
           q = query_p + row * Q;
           for (int64_t j = 0; j < Q; ++j) q[j] = load(qm[i * Q + j]);
         }
-        attend_row<T>(S, Q, H, D, keys_p + r * S * Q, values_p + r * S * D, mask_p + r * S, q, v,
-                      hs_p + (next + i) * H, a_p + row * S, context, joined_p + row * (H + D));
+        const float* h = hs_p + (next + i) * H;
+        const float gate = gated ? (beta_p[row] = context_gate(H, gate_w_p, gate_b_v, h)) : 1.0f;
+        attend_row<T>(S, Q, H, D, keys_p + r * S * Q, values_p + r * S * D, mask_p + r * S, q, v, h,
+                      a_p + row * S, context, joined_p + row * (H + D), gate);
       }
       at::mm_out(o_mm, joined[t].narrow(0, p.begin, rows), w_combine_t);
       for (int64_t i = 0; i < rows; ++i) {
@@ -176,25 +182,27 @@ std::vector<Tensor> fed_forward_impl(const Tensor& x, const Tensor& h0, const Te
       }
     }
   });
-  return {hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined};
+  return {hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined, beta};
 }
 
 // The backward loop, from d_outputs [T, B, H] (of the attentional vectors) and d_last [B, H] (of the last state)
 // → g_gi, g_gh [T, B, 3H], g_pre [T, B, H] (before the combining tanh) and g_query [T, B, Q] (bahdanau) in T;
-//   g_context [T, B, D]; d_keys [B, S, Q]; g_energy [Q] (bahdanau); the biases' d_b_hh [3H], d_b_combine [H];
-//   dh0, df0 [B, H]
+//   g_context [T, B, D] (of the context before its gate); g_gate [T, B] (of a context gate's pre-activation);
+//   d_keys [B, S, Q]; g_energy [Q] (bahdanau); the biases' d_b_hh [3H], d_b_combine [H]; dh0, df0 [B, H]
 template <typename T>
 std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_last, const Tensor& hs,
                                       const Tensor& fs, const Tensor& rz, const Tensor& n, const Tensor& gh_n,
                                       const Tensor& query, const Tensor& a, const Tensor& keys, const Tensor& values,
                                       const Tensor& w_if, const Tensor& w_hh, const c10::optional<Tensor>& w_query,
-                                      const c10::optional<Tensor>& energy, const Tensor& w_combine, const Tensor& d_a,
-                                      int64_t parts) {
-  const bool bahdanau = energy.has_value();
+                                      const c10::optional<Tensor>& energy, const Tensor& w_combine,
+                                      const c10::optional<Tensor>& gate_w, const c10::optional<Tensor>& beta,
+                                      const c10::optional<Tensor>& joined, const Tensor& d_a, int64_t parts) {
+  const bool bahdanau = energy.has_value(), gated = gate_w.has_value();
   const int64_t B = a.size(1), T_ = a.size(0), S = a.size(2), Q = keys.size(2), D = values.size(2), H = hs.size(2);
   const auto f32 = d_outputs.options(), tt = w_hh.options();
   auto g_gi = at::empty({T_, B, 3 * H}, tt), g_gh = at::empty({T_, B, 3 * H}, tt), g_pre = at::empty({T_, B, H}, tt);
   auto g_query = at::empty({bahdanau ? T_ : 0, B, Q}, tt), g_context = at::empty({T_, B, D}, f32);
+  auto g_gate = at::empty({gated ? T_ : 0, B}, f32);
   auto d_keys = at::zeros({B, S, Q}, f32), dh0 = at::empty({B, H}, f32), df0 = at::empty({B, H}, f32);
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(B, parts));
   auto sums = at::zeros({blocks, Q + 3 * H + H}, f32);  // per part: g_energy, d_b_hh, d_b_combine
@@ -204,6 +212,9 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
   const float *values_p = ptr<float>(values), *query_p = bahdanau ? ptr<float>(query) : nullptr;
   const float* last = d_last.defined() ? ptr<float>(d_last) : nullptr;
   const float* d_a_p = d_a.defined() ? ptr<float>(d_a) : nullptr;  // a loss's own gradient of the weights
+  const float *gate_w_p = gated ? ptr<float>(*gate_w) : nullptr, *beta_p = gated ? ptr<float>(*beta) : nullptr;
+  const T* joined_p = gated ? ptr<T>(*joined) : nullptr;
+  float* g_gate_p = gated ? ptr<float>(g_gate) : nullptr;
   T *g_gi_p = ptr<T>(g_gi), *g_gh_p = ptr<T>(g_gh), *g_pre_p = ptr<T>(g_pre);
   T* g_query_p = bahdanau ? ptr<T>(g_query) : nullptr;
   float *g_context_p = ptr<float>(g_context), *d_keys_p = ptr<float>(d_keys);
@@ -243,6 +254,16 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
         for (int64_t c = 0; c < D; ++c) dc[c] = load(dj[H + c]);
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) dhn[j] = dh[i * H + j] + load(dh_mm_p[i * H + j]) + load(dj[j]);
+        if (gated) {  // through β c: β's pre-activation gets (1 - β) Σ dc (β c), and c gets β dc
+          const T* gc = joined_p + row * (H + D) + H;
+          const float b = beta_p[row];
+          const float dg = (1.0f - b) * lane_sum(D, [&](int64_t c) { return dc[c] * load(gc[c]); });
+          g_gate_p[row] = dg;
+#pragma omp simd
+          for (int64_t j = 0; j < H; ++j) dhn[j] += dg * gate_w_p[j];
+#pragma omp simd
+          for (int64_t c = 0; c < D; ++c) dc[c] *= b;
+        }
         float weighted = 0.0f;  // softmax backward: ds = a (da - Σ a da), da = values · dc (+ d_a)
         const float* extra = d_a_p ? d_a_p + row * S : nullptr;
         for (int64_t s = 0; s < S; ++s) {
@@ -299,7 +320,7 @@ std::vector<Tensor> fed_backward_impl(const Tensor& d_outputs, const Tensor& d_l
       }
   });
   auto total = sums.sum(0);
-  return {g_gi, g_gh, g_pre, g_query, g_context, d_keys, total.narrow(0, 0, Q), total.narrow(0, Q, 3 * H),
+  return {g_gi, g_gh, g_pre, g_query, g_context, g_gate, d_keys, total.narrow(0, 0, Q), total.narrow(0, Q, 3 * H),
           total.narrow(0, Q + 3 * H, H), dh0, df0};
 }
 
@@ -325,13 +346,16 @@ std::vector<Tensor> fed_attention_forward(const Tensor& x, const Tensor& h0, con
                                           const Tensor& values, const Tensor& mask, const Tensor& w_if,
                                           const Tensor& w_hh, const Tensor& b_hh, const c10::optional<Tensor>& w_query,
                                           const c10::optional<Tensor>& energy, const Tensor& w_combine,
-                                          const Tensor& b_combine, int64_t parts) {
+                                          const Tensor& b_combine, const c10::optional<Tensor>& gate_w,
+                                          const c10::optional<Tensor>& gate_b, int64_t parts) {
   check({h0, f0, keys, values, b_hh, b_combine}, {x, w_if, w_hh, w_combine}, w_hh);
   if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
+  TORCH_CHECK(gate_w.has_value() == gate_b.has_value(), "a context gate has a weight and a bias");
+  if (gate_w.has_value()) check({*gate_w, *gate_b}, {}, w_hh);
   TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous(), "the mask is a contiguous bool tensor");
   return with_matmul_type(w_hh, [&](auto type) {
     return fed_forward_impl<decltype(type)>(x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy,
-                                            w_combine, b_combine, parts);
+                                            w_combine, b_combine, gate_w, gate_b, parts);
   });
 }
 
@@ -341,6 +365,8 @@ std::vector<Tensor> fed_attention_backward(const Tensor& d_outputs, const c10::o
                                            const Tensor& keys, const Tensor& values, const Tensor& w_if,
                                            const Tensor& w_hh, const c10::optional<Tensor>& w_query,
                                            const c10::optional<Tensor>& energy, const Tensor& w_combine,
+                                           const c10::optional<Tensor>& gate_w, const c10::optional<Tensor>& beta,
+                                           const c10::optional<Tensor>& joined,
                                            const c10::optional<Tensor>& d_weights, int64_t parts) {
   const Tensor last = d_last.has_value() ? d_last->contiguous() : Tensor();
   const Tensor d_a = d_weights.has_value() ? d_weights->contiguous() : Tensor();
@@ -351,9 +377,12 @@ std::vector<Tensor> fed_attention_backward(const Tensor& d_outputs, const c10::o
     TORCH_CHECK(d_a.sizes() == a.sizes(), "d_weights has the attention weights' shape [T, B, S]");
   }
   if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
+  TORCH_CHECK(gate_w.has_value() == beta.has_value() && beta.has_value() == joined.has_value(),
+              "a context gate's backward reads its weight, its betas and the joined rows");
+  if (gate_w.has_value()) check({*gate_w, *beta}, {*joined}, w_hh);
   return with_matmul_type(w_hh, [&](auto type) {
     return fed_backward_impl<decltype(type)>(d_outputs, last, hs, fs, rz, n, gh_n, query, a, keys, values, w_if,
-                                             w_hh, w_query, energy, w_combine, d_a, parts);
+                                             w_hh, w_query, energy, w_combine, gate_w, beta, joined, d_a, parts);
   });
 }
 
@@ -366,12 +395,13 @@ TORCH_LIBRARY(s2s_kernels, m) {
       &gru_backward);
   m.def(
       "fed_attention_forward(Tensor x, Tensor h0, Tensor f0, Tensor keys, Tensor values, Tensor mask, Tensor w_if, "
-      "Tensor w_hh, Tensor b_hh, Tensor? w_query, Tensor? energy, Tensor w_combine, Tensor b_combine, int parts) "
-      "-> Tensor[]",
+      "Tensor w_hh, Tensor b_hh, Tensor? w_query, Tensor? energy, Tensor w_combine, Tensor b_combine, "
+      "Tensor? gate_w, Tensor? gate_b, int parts) -> Tensor[]",
       &fed_attention_forward);
   m.def(
       "fed_attention_backward(Tensor d_outputs, Tensor? d_last, Tensor hs, Tensor fs, Tensor rz, Tensor n, "
       "Tensor gh_n, Tensor query, Tensor a, Tensor keys, Tensor values, Tensor w_if, Tensor w_hh, Tensor? w_query, "
-      "Tensor? energy, Tensor w_combine, Tensor? d_weights, int parts) -> Tensor[]",
+      "Tensor? energy, Tensor w_combine, Tensor? gate_w, Tensor? beta, Tensor? joined, Tensor? d_weights, "
+      "int parts) -> Tensor[]",
       &fed_attention_backward);
 }

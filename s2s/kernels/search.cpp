@@ -32,6 +32,7 @@ constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
 struct Weights {
   Tensor embedding, w_ie_t, b_ih, w_if_t, w_hh_t, w_query_t, w_combine_t, w_out_t, b_out;
   Tensor energy;  // [Q] fp32; undefined for Luong attention
+  Tensor gate_w, gate_b;  // [H], [1] fp32: a context gate's; undefined without one
   const float *b_hh, *b_combine;
   int64_t V, E, H, Q, D;
 };
@@ -148,6 +149,8 @@ struct Step {
     Tensor weights = at::softmax(scores, -1);
     first(a).copy_(weights.view({rows, S}));
     Tensor context = at::bmm(weights, values.narrow(0, 0, A)).view({rows, D});
+    if (w.gate_w.defined())  // β = σ(w · h + b) by the Python step's operators too
+      context = context * at::sigmoid(at::mv(first(h), w.gate_w).add_(w.gate_b)).unsqueeze(1);
     const float *h_now = ptr<float>(h), *context_p = ptr<float>(context);
     T* joined_p = ptr<T>(joined);
     for (int64_t i = 0; i < rows; ++i) {
@@ -457,11 +460,14 @@ std::vector<Tensor> fed_attention_search(const Tensor& keys, const Tensor& value
                                          const Tensor& embedding, const Tensor& w_ie, const Tensor& b_ih,
                                          const Tensor& w_if, const Tensor& w_hh, const Tensor& b_hh,
                                          const c10::optional<Tensor>& w_query, const c10::optional<Tensor>& energy,
-                                         const Tensor& w_combine, const Tensor& b_combine, const Tensor& w_out,
-                                         const Tensor& b_out, int64_t beam, double alpha, int64_t nbest,
+                                         const Tensor& w_combine, const Tensor& b_combine,
+                                         const c10::optional<Tensor>& gate_w, const c10::optional<Tensor>& gate_b,
+                                         const Tensor& w_out, const Tensor& b_out, int64_t beam, double alpha, int64_t nbest,
                                          bool attention, int64_t bos, int64_t eos, int64_t pad, int64_t parts) {
   check({keys, values, h0, f0, b_hh, b_combine}, {embedding, w_ie, b_ih, w_if, w_hh, w_combine, w_out, b_out}, w_hh);
   if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
+  TORCH_CHECK(gate_w.has_value() == gate_b.has_value(), "a context gate has a weight and a bias");
+  if (gate_w.has_value()) check({*gate_w, *gate_b}, {}, w_hh);
   TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous(), "the mask is a contiguous bool tensor");
   TORCH_CHECK(limit.scalar_type() == at::kLong && limit.is_contiguous() && limit.numel() == h0.size(0),
               "limit: one int64 length per sentence");
@@ -479,6 +485,8 @@ std::vector<Tensor> fed_attention_search(const Tensor& keys, const Tensor& value
             w_out.t(),
             b_out,
             energy.has_value() ? *energy : Tensor(),
+            gate_w.has_value() ? *gate_w : Tensor(),
+            gate_b.has_value() ? *gate_b : Tensor(),
             ptr<float>(b_hh),
             ptr<float>(b_combine),
             w_out.size(0),
@@ -498,7 +506,8 @@ TORCH_LIBRARY_FRAGMENT(s2s_kernels, m) {
   m.def(
       "fed_attention_search(Tensor keys, Tensor values, Tensor mask, Tensor h0, Tensor f0, Tensor limit, "
       "Tensor embedding, Tensor w_ie, Tensor b_ih, Tensor w_if, Tensor w_hh, Tensor b_hh, Tensor? w_query, "
-      "Tensor? energy, Tensor w_combine, Tensor b_combine, Tensor w_out, Tensor b_out, int beam, float alpha, "
+      "Tensor? energy, Tensor w_combine, Tensor b_combine, Tensor? gate_w, Tensor? gate_b, Tensor w_out, "
+      "Tensor b_out, int beam, float alpha, "
       "int nbest, bool attention, int bos, int eos, int pad, int parts) -> Tensor[]",
       &fed_attention_search);
 }

@@ -83,11 +83,14 @@ class RNNDecoder(nn.Module):
         every_step: bool,
         tie_embeddings: bool,
         attention_penalty: float = 0.0,
+        context_gate: bool = False,
     ):
         super().__init__()
         self.attention_penalty = attention_penalty  # λ of the doubly stochastic attention term of the loss
         if input_feeding and attention == "none":
             raise ValueError("input feeding needs attention")
+        if context_gate and attention == "none":
+            raise ValueError("a context gate needs attention")
         self.input_feeding, self.every_step = input_feeding, every_step
         # the hand-written loop covers the common input-fed model; other shapes take the general autograd path
         self.fast_loop = input_feeding and cell == "gru" and layers == 1 and not every_step
@@ -101,6 +104,10 @@ class RNNDecoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.attention = Attention(attention, hidden_size, summary_size) if attention != "none" else None
+        # Show, Attend and Tell's gating scalar: β = σ(w · h + b) scales each step's context, so that the decoder
+        # can lean on the picture for a noun and on its own state for "a" or "of" (the state that queried the
+        # attention decides, as the query does)
+        self.context_gate = nn.Linear(hidden_size, 1) if context_gate else None
         combined = hidden_size + summary_size * (self.attention is not None) + summary_size * every_step
         self.combine = nn.Linear(combined, hidden_size) if combined != hidden_size else None
         self.dropout = Dropout(dropout)
@@ -175,6 +182,7 @@ class RNNDecoder(nn.Module):
             self.rnn,
             self.attention,
             self.combine,
+            self.context_gate,
             kernels.products_dtype(embedded),
         )
         return outputs, weights, DecoderState(hidden.unsqueeze(0), outputs[:, -1])
@@ -201,6 +209,7 @@ class RNNDecoder(nn.Module):
             self.rnn,
             self.attention,
             self.combine,
+            self.context_gate,
             self.output,
             dtype,
             beam_size,
@@ -233,6 +242,8 @@ class RNNDecoder(nn.Module):
         parts, weights = [rnn_out], None
         if self.attention is not None:
             context, weights = self.attention(rnn_out, memory.keys, memory.states, memory.mask)
+            if self.context_gate is not None:
+                context = context * torch.sigmoid(self.context_gate(rnn_out).float()).to(context.dtype)
             parts.append(context.to(rnn_out.dtype))
         if self.every_step:
             summary = per_row(memory.summary, rnn_out.size(0))

@@ -14,6 +14,9 @@ One step (GRU, single layer; PyTorch's gate layout and equations, so the weights
     scores = v · tanh(W_q h_t + keys)  (bahdanau)  or  keys · h_t  (luong);   a = softmax(masked scores)
     c_t = a · values;   o_t = tanh(W_c [h_t; c_t] + b_c);   f_t = o_t
 
+With a context gate (Show, Attend and Tell's β), c_t is first scaled by β_t = σ(w_β · h_t + b_β), one scalar per
+row; the forward saves β and the backward reads the gated context from [h_t; c_t].
+
 Matrix products run in ``dtype`` (bf16 under autocast); gates, attention weights and saved activations stay in
 fp32. The tests check this loop against ``RNNDecoder``'s general autograd path, gradients included.
 
@@ -46,7 +49,7 @@ from s2s.tokenizer import BOS, EOS, PAD
 class Weights:
     """The loop's parameters in the dtype of the matrix products (casts reused within a search)."""
 
-    def __init__(self, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype):
+    def __init__(self, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, gate_w, gate_b, dtype):
         # element-wise work and saved activations: fp32 (or the parameters' fp64, for gradient checks)
         self.acc = acc = accumulation_dtype(w_hh)
         self.dtype = dtype = acc if dtype == torch.float32 else dtype
@@ -56,6 +59,9 @@ class Weights:
         self.w_query_t = None if w_query is None else self.w_query.t()
         self.b_hh, self.b_combine = b_hh.to(acc), b_combine.to(acc)
         self.energy = None if energy is None else energy.to(acc).view(-1)  # [Q]
+        # the context gate's dot product stays in fp32, like the attention scores: one value per row, no product
+        self.gate_w = None if gate_w is None else gate_w.to(acc).view(-1)  # [H]
+        self.gate_b = None if gate_b is None else gate_b.to(acc).view(-1)  # [1]
         self.hidden = w_hh.size(1)
 
 
@@ -64,13 +70,14 @@ class Activations:
     ``hs`` and ``fs`` hold T + 1 states and fed vectors, the initial ones first (``hs_t`` and ``fs_t`` are the
     weight gradients' inputs, here the same tensors)."""
 
-    def __init__(self, steps, batch, hidden, source, query, context, bahdanau, like):
+    def __init__(self, steps, batch, hidden, source, query, context, bahdanau, gated, like):
         new = lambda *shape: like.new_empty(steps, *shape)  # noqa: E731
         self.hs, self.fs = like.new_empty(steps + 1, batch, hidden), like.new_empty(steps + 1, batch, hidden)
         self.hs_t, self.fs_t = self.hs, self.fs
         self.rz, self.n, self.gh = new(batch, 2 * hidden), new(batch, hidden), new(batch, 3 * hidden)
         self.energy = new(batch, source, query) if bahdanau else None
         self.a, self.joined = new(batch, source), new(batch, hidden + context)
+        self.beta = new(batch) if gated else None
 
 
 def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
@@ -94,6 +101,9 @@ def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
     attention = saved.a[t]  # [B·N, S]
     attention.copy_(torch.softmax(scores.masked_fill_(pad.unsqueeze(1), float("-inf")), dim=-1).view_as(attention))
     context = torch.bmm(attention.view(sources, per_source, -1), values).view(h_new.size(0), -1)  # [B·N, D]
+    if w.gate_w is not None:
+        beta = torch.sigmoid(torch.mv(h_new, w.gate_w).add_(w.gate_b), out=saved.beta[t])  # [B·N]
+        context = context * beta.unsqueeze(1)
     joined = torch.cat([h_new, context], dim=1, out=saved.joined[t])  # [B, H + D]
     torch.tanh(torch.add(torch.mm(joined.to(dt), w.w_combine_t), w.b_combine), out=saved.fs[t + 1])
 
@@ -101,11 +111,28 @@ def step(t, x, keys, values, pad, w: Weights, saved: Activations) -> None:
 class FedAttentionGRU(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, x, h0, f0, keys, values, mask, w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype, training
+        ctx,
+        x,
+        h0,
+        f0,
+        keys,
+        values,
+        mask,
+        w_if,
+        w_hh,
+        b_hh,
+        w_query,
+        energy,
+        w_combine,
+        b_combine,
+        gate_w,
+        gate_b,
+        dtype,
+        training,
     ):
         """x [B, T, 3H] input gates of every position; h0, f0 [B, H]; keys [B, S, Q]; values [B, S, D]
         → attentional vectors [B, T, H], attention weights [B, T, S], the last state [B, H]."""
-        w = Weights(w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, dtype)
+        w = Weights(w_if, w_hh, b_hh, w_query, energy, w_combine, b_combine, gate_w, gate_b, dtype)
         ctx.input_dtypes = (x.dtype, h0.dtype, keys.dtype, values.dtype)
         acc = w.acc
         keys, values = keys.to(acc), values.to(acc)
@@ -116,8 +143,9 @@ class FedAttentionGRU(torch.autograd.Function):
         else:
             x = x.to(acc)
             batch, steps = x.shape[:2]
+            bahdanau, gated = w.energy is not None, w.gate_w is not None
             saved = Activations(
-                steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), w.energy is not None, keys
+                steps, batch, w.hidden, keys.size(1), keys.size(2), values.size(2), bahdanau, gated, keys
             )
             saved.hs[0], saved.fs[0] = h0, f0
             with torch.autocast(x.device.type, enabled=False):  # the dtypes here are chosen by hand
@@ -150,6 +178,10 @@ class FedAttentionGRU(torch.autograd.Function):
         g_w_query = None
         if w.energy is not None:
             g_w_query = weight_gradient(flat(g.query), flat(s.hs_t[1:]), dt)
+        g_gate_w = g_gate_b = None
+        if w.gate_w is not None:  # fp32 vectors: as the forward's dot products
+            g_gate_w = torch.mv(flat(s.hs[1:]).t(), g.gate.reshape(-1)).view(1, -1)
+            g_gate_b = g.gate.sum().view(1)
         x_dtype, h_dtype, k_dtype, v_dtype = ctx.input_dtypes
         return (
             g.gi.transpose(0, 1).to(x_dtype),
@@ -165,6 +197,8 @@ class FedAttentionGRU(torch.autograd.Function):
             g_energy,
             g_w_combine,
             d_b_combine,
+            g_gate_w,
+            g_gate_b,
             None,
             None,
         )
@@ -178,13 +212,18 @@ def backward_loop(d_outputs, d_last, d_a, keys, values, w: Weights, s: Activatio
     steps, batch = s.a.shape[:2]
     dh = torch.zeros_like(s.hs[0]) if d_last is None else d_last
     df = torch.zeros_like(dh)
-    g = Gradients(steps, batch, hidden, keys.size(2), values.size(2), keys)
+    g = Gradients(steps, batch, hidden, keys.size(2), values.size(2), w.gate_w is not None, keys)
     d_keys = torch.zeros_like(keys) if w.energy is not None else None
     for t in reversed(range(steps)):
         pre = tanh_backward(d_outputs[t] + df, s.fs[t + 1], out=g.pre[t])  # through o = tanh(...)
         d_joined = torch.mm(pre.to(dt), w.w_combine)  # [B, H + D]
         dc = g.context[t].copy_(d_joined[:, hidden:])
         dh_new = torch.add(dh, d_joined[:, :hidden])
+        if w.gate_w is not None:  # through c_t β_t: β's pre-activation gets (1 - β) Σ dc ⊙ (β c_t)
+            beta = s.beta[t]
+            d_gate = torch.mul((dc * s.joined[t][:, hidden:]).sum(1), 1.0 - beta, out=g.gate[t])  # [B]
+            dh_new.addr_(d_gate, w.gate_w)
+            dc.mul_(beta.unsqueeze(1))
         a = s.a[t]
         da = torch.bmm(values, dc.unsqueeze(2)).squeeze(2)  # [B, S]
         if d_a is not None:
@@ -212,8 +251,8 @@ def forward_compiled(x, h0, f0, keys, values, mask, w: Weights) -> SimpleNamespa
     """The forward loop in the compiled kernels: what ``Activations`` holds, with gh_n (the n part of the hidden
     gates) and the Bahdanau queries instead of the [T, B, S, Q] energies, which the backward recomputes, and with
     the states and fed vectors also in the products' dtype (``hs_t``, ``fs_t``), for the weight gradients."""
-    bahdanau = w.energy is not None
-    hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined = kernels.ops().fed_attention_forward(
+    bahdanau, gated = w.energy is not None, w.gate_w is not None
+    hs, fs, hs_t, fs_t, rz, n, gh_n, query, a, joined, beta = kernels.ops().fed_attention_forward(
         x.to(w.dtype).contiguous(),
         h0.contiguous(),
         f0.contiguous(),
@@ -225,15 +264,19 @@ def forward_compiled(x, h0, f0, keys, values, mask, w: Weights) -> SimpleNamespa
         w.energy.detach().contiguous() if bahdanau else None,
         w.w_combine.detach().contiguous(),
         w.b_combine.detach().contiguous(),
+        w.gate_w.detach().contiguous() if gated else None,
+        w.gate_b.detach().contiguous() if gated else None,
         kernels.parts(),
     )
-    return SimpleNamespace(hs=hs, fs=fs, hs_t=hs_t, fs_t=fs_t, rz=rz, n=n, gh_n=gh_n, query=query, a=a, joined=joined)
+    return SimpleNamespace(
+        hs=hs, fs=fs, hs_t=hs_t, fs_t=fs_t, rz=rz, n=n, gh_n=gh_n, query=query, a=a, joined=joined, beta=beta
+    )
 
 
 def backward_compiled(d_outputs, d_last, d_a, keys, values, w: Weights, s: SimpleNamespace):
     """``backward_loop`` in the compiled kernels (the per-step gradients in the products' dtype)."""
-    bahdanau = w.energy is not None
-    g_gi, g_gh, g_pre, g_query, g_context, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = (
+    bahdanau, gated = w.energy is not None, w.gate_w is not None
+    g_gi, g_gh, g_pre, g_query, g_context, g_gate, d_keys, g_energy, d_b_hh, d_b_combine, dh, df = (
         kernels.ops().fed_attention_backward(
             d_outputs.contiguous(),
             d_last,
@@ -250,21 +293,25 @@ def backward_compiled(d_outputs, d_last, d_a, keys, values, w: Weights, s: Simpl
             w.w_query.detach().contiguous() if bahdanau else None,
             w.energy.detach().contiguous() if bahdanau else None,
             w.w_combine.detach().contiguous(),
+            w.gate_w.detach().contiguous() if gated else None,
+            s.beta if gated else None,
+            s.joined if gated else None,
             d_a,
             kernels.parts(),
         )
     )
-    g = SimpleNamespace(gi=g_gi, gh=g_gh, pre=g_pre, context=g_context, query=g_query)
+    g = SimpleNamespace(gi=g_gi, gh=g_gh, pre=g_pre, context=g_context, query=g_query, gate=g_gate)
     return g, d_keys, g_energy.view(1, -1) if bahdanau else None, d_b_hh, d_b_combine, dh, df
 
 
 class Gradients:
     """Per-step gradients the weight gradients are made of, filled by the backward loop."""
 
-    def __init__(self, steps, batch, hidden, query, context, like):
+    def __init__(self, steps, batch, hidden, query, context, gated, like):
         new = lambda *shape: like.new_empty(steps, batch, *shape)  # noqa: E731
         self.gi, self.gh, self.pre = new(3 * hidden), new(3 * hidden), new(hidden)
         self.scores, self.context, self.query = new(like.size(1)), new(context), new(query)
+        self.gate = new() if gated else None  # the gradient of β's pre-activation
 
 
 def flat(x: torch.Tensor) -> torch.Tensor:
@@ -272,10 +319,11 @@ def flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:])
 
 
-def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, dtype):
+def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, gate, dtype):
     """The loop over modules' parameters: ``rnn`` an ``nn.GRU`` of one layer whose input is [embedding; feed],
-    ``attention`` an ``Attention``, ``combine`` the ``nn.Linear`` over [h; context]. With gradients enabled
-    (training) the compiled kernels run it where they can."""
+    ``attention`` an ``Attention``, ``combine`` the ``nn.Linear`` over [h; context], ``gate`` the context gate's
+    ``nn.Linear`` from h to one value, or None. With gradients enabled (training) the compiled kernels run it where
+    they can."""
     embedding_size = rnn.input_size - rnn.hidden_size
     w_if = rnn.weight_ih_l0[:, embedding_size:]
     bahdanau = attention.kind == "bahdanau"
@@ -293,6 +341,8 @@ def fed_attention_gru(x, h0, f0, keys, values, mask, rnn, attention, combine, dt
         attention.energy.weight if bahdanau else None,
         combine.weight,
         combine.bias,
+        None if gate is None else gate.weight,
+        None if gate is None else gate.bias,
         dtype,
         torch.is_grad_enabled(),
     )
@@ -305,10 +355,11 @@ def input_gates(embedded: torch.Tensor, rnn) -> torch.Tensor:
 
 
 def fed_attention_search(
-    memory, h0, f0, limit, embed, rnn, attention, combine, output, dtype, beam, alpha, nbest, weights
+    memory, h0, f0, limit, embed, rnn, attention, combine, gate, output, dtype, beam, alpha, nbest, weights
 ):
     """Greedy search (a beam of one) or beam search of the input-fed decoder in the compiled kernels, on its
-    modules' parameters (``embed``, ``rnn``, ``attention``, ``combine``, ``output``) with products in ``dtype``:
+    modules' parameters (``embed``, ``rnn``, ``attention``, ``combine``, the context ``gate`` or None, ``output``)
+    with products in ``dtype``:
     ``memory`` one row per source, h0 and f0 [B, H] the initial state and fed vector, ``limit`` [B] the longest
     outputs (EOS included) → the ``nbest`` best of each source, best first: tokens [B, nbest, L] (EOS, then PAD),
     their scores [B, nbest] (sums of log-probabilities) and, with ``weights``, their attention [B, nbest, L, S]."""
@@ -333,6 +384,8 @@ def fed_attention_search(
         vector(attention.energy.weight) if bahdanau else None,
         products(combine.weight),
         vector(combine.bias),
+        None if gate is None else vector(gate.weight),
+        None if gate is None else vector(gate.bias),
         products(output.weight),
         products(output.bias),
         beam,

@@ -118,6 +118,11 @@ ROWS = {
         {"model.decoder.attention": "none", "model.decoder.input_feeding": False, "model.decoder.attention_penalty": 1},
         "model.decoder.attention_penalty: needs attention; set it to 0 when attention is 'none'",
     ),
+    "a context gate without attention": (
+        TRANSLATION,
+        {"model.decoder.attention": "none", "model.decoder.input_feeding": False, "model.decoder.context_gate": True},
+        "model.decoder.context_gate: needs attention; set it to false when attention is 'none'",
+    ),
     "tied embeddings of two sizes": (
         TRANSLATION,
         {"model.decoder.tie_embeddings": True, "model.decoder.embedding_size": 8},

@@ -47,7 +47,7 @@ def flatten(outputs) -> list[torch.Tensor]:
     return [logits, weights, state.hidden.detach().float(), states_grad] + [grads[k].float() for k in sorted(grads)]
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "luong_general+gate"])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_the_decoder_kernels_compute_what_the_python_loop_computes(loops, attention, dtype):
     needs_kernels()
@@ -108,11 +108,13 @@ def test_a_decoding_step_runs_the_python_loop_and_training_the_kernels(monkeypat
 
 
 def translation_model(attention: str) -> Seq2Seq:
-    """A small untrained encoder-decoder whose outputs often end early (EOS made likely) and often tie in bf16."""
+    """A small untrained encoder-decoder whose outputs often end early (EOS made likely) and often tie in bf16;
+    ``attention`` may end in ``+gate``: with a context gate."""
     torch.manual_seed(0)
+    attention, _, gate = attention.partition("+")
     bidirectional = attention != "luong_dot"  # dot scores need keys the decoder's size
     encoder = RNNEncoder(VOCAB, 8, HIDDEN // (1 + bidirectional), 1, "gru", bidirectional, 0.0, False)
-    decoder = input_fed_decoder(summary_size=HIDDEN, attention=attention, vocab_size=VOCAB, hidden_size=HIDDEN)
+    decoder = input_fed_decoder(HIDDEN, attention, VOCAB, HIDDEN, context_gate=gate == "gate")
     with torch.no_grad():
         decoder.output.weight.mul_(4.0)  # peaked distributions: beams that differ
         decoder.output.bias[EOS] += 2.0
@@ -129,7 +131,7 @@ def searched(model, beam: int, nbest: int, dtype) -> list[list]:
             return search(model, memory, limit, beam, 0.6, nbest, attention=True), memory, limit
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "luong_general+gate"])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("beam, nbest", [(1, 1), (4, 3)], ids=["greedy", "beam"])
 def test_search_in_the_kernels_finds_the_hypotheses_the_python_search_finds(loops, attention, dtype, beam, nbest):

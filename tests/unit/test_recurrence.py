@@ -14,7 +14,7 @@ from tests.helpers import decoder_and_inputs, run
 HIDDEN, VOCAB = 16, 30
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "bahdanau+gate", "luong_general+gate"])
 def test_the_fast_loop_computes_what_autograd_computes_gradients_included(attention):
     decoder, states, prev = decoder_and_inputs(attention)
     assert decoder.fast_loop
