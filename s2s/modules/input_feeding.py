@@ -59,7 +59,7 @@ class Weights:
         self.w_query_t = None if w_query is None else self.w_query.t()
         self.b_hh, self.b_combine = b_hh.to(acc), b_combine.to(acc)
         self.energy = None if energy is None else energy.to(acc).view(-1)  # [Q]
-        # the context gate's dot product stays in fp32, like the attention scores: one value per row, no product
+        # the context gate is one dot product per row, computed in fp32 as the attention scores are
         self.gate_w = None if gate_w is None else gate_w.to(acc).view(-1)  # [H]
         self.gate_b = None if gate_b is None else gate_b.to(acc).view(-1)  # [1]
         self.hidden = w_hh.size(1)
