@@ -462,8 +462,9 @@ std::vector<Tensor> fed_attention_search(const Tensor& keys, const Tensor& value
                                          const c10::optional<Tensor>& w_query, const c10::optional<Tensor>& energy,
                                          const Tensor& w_combine, const Tensor& b_combine,
                                          const c10::optional<Tensor>& gate_w, const c10::optional<Tensor>& gate_b,
-                                         const Tensor& w_out, const Tensor& b_out, int64_t beam, double alpha, int64_t nbest,
-                                         bool attention, int64_t bos, int64_t eos, int64_t pad, int64_t parts) {
+                                         const Tensor& w_out, const Tensor& b_out, int64_t beam, double alpha,
+                                         int64_t nbest, bool attention, int64_t bos, int64_t eos, int64_t pad,
+                                         int64_t parts) {
   check({keys, values, h0, f0, b_hh, b_combine}, {embedding, w_ie, b_ih, w_if, w_hh, w_combine, w_out, b_out}, w_hh);
   if (energy.has_value()) check({*energy}, {*w_query}, w_hh);
   TORCH_CHECK(gate_w.has_value() == gate_b.has_value(), "a context gate has a weight and a bias");
