@@ -104,9 +104,9 @@ class RNNDecoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.attention = Attention(attention, hidden_size, summary_size) if attention != "none" else None
-        # Show, Attend and Tell's gating scalar: β = σ(w · h + b) scales each step's context, so that the decoder
-        # can lean on the picture for a noun and on its own state for "a" or "of" (the state that queried the
-        # attention decides, as the query does)
+        # Show, Attend and Tell's gating scalar: β = σ(w · h + b), h the state that queried the attention, scales
+        # that step's context, so that the decoder can lean on the source (the picture) for a noun and on its own
+        # state for "a" or "of"
         self.context_gate = nn.Linear(hidden_size, 1) if context_gate else None
         combined = hidden_size + summary_size * (self.attention is not None) + summary_size * every_step
         self.combine = nn.Linear(combined, hidden_size) if combined != hidden_size else None
