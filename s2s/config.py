@@ -835,9 +835,6 @@ class SelfCriticalConfig(Section):
     batch_size: int = Field(32, gt=0)  # pictures per batch
     validate_every: int = Field(100, gt=0)  # steps: each costs several teacher-forced ones
     reward: Literal["cider_d", "bleu4"] = "cider_d"  # what scores each sample against the picture's references
-    # the samples are drawn from softmax(logits / temperature): below 1 they are nearer the greedy caption, whose
-    # argmax the temperature does not change, so less of the stage goes to undoing label smoothing's flatness
-    temperature: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _one_start(self) -> SelfCriticalConfig:
