@@ -835,6 +835,9 @@ class SelfCriticalConfig(Section):
     batch_size: int = Field(32, gt=0)  # pictures per batch
     validate_every: int = Field(100, gt=0)  # steps: each costs several teacher-forced ones
     reward: Literal["cider_d", "bleu4"] = "cider_d"  # what scores each sample against the picture's references
+    # the samples are drawn from softmax(logits / temperature), the policy REINFORCE trains; below 1 they lie nearer
+    # the greedy caption, whose argmax the temperature does not change
+    temperature: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _one_start(self) -> SelfCriticalConfig:

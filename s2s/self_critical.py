@@ -34,10 +34,13 @@ class SelfCritical(nn.Module):
     picture and returns a loss whose gradient is REINFORCE's with the other samples' mean reward as baseline, and
     whose value is minus the samples' mean reward (what the training log shows in this stage)."""
 
-    def __init__(self, model: nn.Module, reward: Reward, tokenizer: Tokenizer, samples: int, max_length: int):
+    def __init__(
+        self, model: nn.Module, reward: Reward, tokenizer: Tokenizer, samples: int, max_length: int,
+        temperature: float = 1.0,
+    ):  # fmt: skip
         super().__init__()
         self.model, self.reward, self.tokenizer = model, reward, tokenizer
-        self.samples, self.max_length = samples, max_length
+        self.samples, self.max_length, self.temperature = samples, max_length, temperature
 
     def forward(self, batch: PictureBatch, label_smoothing: float = 0.0) -> torch.Tensor:
         memory = self.model.encode(batch.src)
@@ -57,9 +60,10 @@ class SelfCritical(nn.Module):
         return surrogate - surrogate.detach() - rewards.mean()
 
     def sample(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
-        """One caption drawn per row of ``memory``: its ids [R, T] (PAD after EOS) and the sum of the log-
-        probabilities of its tokens, EOS included [R], differentiable. A caption that has ended leaves the batch
-        (as in greedy search), so the steps cost what the captions still going need."""
+        """One caption drawn per row of ``memory`` from the tempered policy softmax(logits / temperature): its ids
+        [R, T] (PAD after EOS) and the sum of the tempered log-probabilities of its tokens, EOS included [R],
+        differentiable. A caption that has ended leaves the batch (as in greedy search), so the steps cost what the
+        captions still going need."""
         rows, device = memory.mask.size(0), memory.mask.device
         state = self.model.initial_state(memory)
         running = torch.arange(rows, device=device)  # the row of each caption still being drawn
@@ -68,7 +72,7 @@ class SelfCritical(nn.Module):
         tokens = torch.full((rows, self.max_length), PAD, dtype=torch.long, device=device)
         for t in range(self.max_length):
             logits, state, _ = self.model.step(prev, state, memory)
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            log_probs = torch.log_softmax(logits.float() / self.temperature, dim=-1)
             last = t == self.max_length - 1  # the last position ends every caption still going
             chosen = torch.full_like(prev, EOS) if last else draw_from(log_probs.detach().exp())
             total = total.index_add(0, running, log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1))

@@ -219,6 +219,7 @@ class CaptioningPipeline:
             reward=REWARDS[config.reward](train.references),
             tokenizer=tokenizer,
             samples=config.samples,
+            temperature=config.temperature,
             max_length=self.recipe.eval.max_length,
         )
         pictures = TrainingPictures(train.images, train.image_size, train.features)

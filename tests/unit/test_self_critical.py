@@ -133,6 +133,18 @@ def test_each_sample_ends_with_eos_or_at_the_length_limit_and_pads_after():
         assert all(t == 0 for t in row[ending + 1 :])
 
 
+def test_a_low_temperature_draws_only_the_most_likely_words_and_a_high_one_draws_every_word():
+    first_words = {}
+    for temperature in (0.05, 1.0, 5.0):
+        torch.manual_seed(0)
+        objective = SelfCritical(Unigram(), CiderD(REFERENCES), Words(), 2, max_length=2, temperature=temperature)
+        tokens, _ = objective.sample(Memory(mask=torch.ones(400, 1, dtype=torch.bool)))
+        first_words[temperature] = set(tokens[:, 0].tolist())
+    assert first_words[0.05] == {4, 5}  # 'dog' and 'cat' tie at the top
+    assert first_words[1.0] >= {3, 4, 5}
+    assert first_words[5.0] == set(range(6))
+
+
 def shapes_recipe(tmp_path, **train):
     tree = copy.deepcopy(SHAPES_RUN)
     tree["train"].update(validate_every=2, log_every=1, **train)
