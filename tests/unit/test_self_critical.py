@@ -137,7 +137,9 @@ def test_a_low_temperature_draws_only_the_most_likely_words_and_a_high_one_draws
     first_words = {}
     for temperature in (0.05, 1.0, 5.0):
         torch.manual_seed(0)
-        objective = SelfCritical(Unigram(), CiderD(REFERENCES), Words(), 2, max_length=2, temperature=temperature)
+        objective = SelfCritical(
+            Unigram(), CiderD(REFERENCES), Words(), samples=2, max_length=2, temperature=temperature
+        )
         tokens, _ = objective.sample(Memory(mask=torch.ones(400, 1, dtype=torch.bool)))
         first_words[temperature] = set(tokens[:, 0].tolist())
     assert first_words[0.05] == {4, 5}  # 'dog' and 'cat' tie at the top
