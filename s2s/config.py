@@ -476,10 +476,11 @@ class TokenizerConfig(TextTokenizerConfig):
 
 
 class ClassifierTokenizerConfig(TextTokenizerConfig):
-    # subword regularisation: each time a training text is batched, its pieces are sampled anew, so the classifier
-    # meets many segmentations of a word. unigram: the smoothing alpha of sampling from all segmentations (Kudo
-    # 2018: small is flat, 1.0 follows the model); bpe: the probability of dropping a merge (Provilkov et al. 2020).
-    # Validation and prediction use the best segmentation. None: the best segmentation everywhere.
+    # subword regularisation: each epoch, every training text's pieces are sampled anew (and the epoch's batches
+    # bucketed by the sampled lengths), so the classifier meets many segmentations of a word. unigram: the smoothing
+    # alpha of sampling from all segmentations (Kudo 2018: small is flat, 1.0 follows the model); bpe: the
+    # probability of dropping a merge (Provilkov et al. 2020). Validation and prediction use the best segmentation.
+    # None: the best segmentation everywhere.
     sampling: float | None = Field(None, gt=0, le=1)
 
     @model_validator(mode="after")

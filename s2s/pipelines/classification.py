@@ -4,6 +4,7 @@ accuracy, macro-F1 and the confusion matrix."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import ClassificationRecipe
-from s2s.data.batching import ByLength, LabelBatch, collate_labelled
+from s2s.data.batching import ByLength, LabelBatch, batch_indices, collate_labelled
 from s2s.data.labelled import LabelledTexts, load_labelled, read_column_file
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
@@ -55,26 +56,27 @@ class LabelledIds(ByLength):
 
 
 class SampledTexts(LabelledIds):
-    """Training texts segmented anew each time they are batched (``tokenizer.sampling``); ``ids`` holds their best
-    segmentations, whose lengths batches are bucketed by. The count of batches made seeds each batch's sampling and
-    is the reading state, so a resumed run samples what the uninterrupted one would have."""
+    """Training texts segmented anew each epoch (``tokenizer.sampling``): when an epoch's batches are drawn, every
+    text gets a sampled segmentation, and the batches are bucketed by those lengths, not by the best segmentations'
+    (sampled ones are longer, and unevenly so: bucketed by the best lengths, much of what the recurrence reads
+    would be padding). The sampling seed is drawn from the epoch's generator, so a resumed run that draws the epoch
+    again gets the same segmentations. ``ids`` keeps the best segmentations, for anything that batches without one."""
 
-    def __init__(self, best: LabelledIds, texts: list[str], tokenizer: PieceTokenizer, alpha: float, limit: int, seed):
+    def __init__(self, best: LabelledIds, texts: list[str], tokenizer: PieceTokenizer, alpha: float, limit: int):
         super().__init__(best.ids, best.labels)
-        self.texts, self.tokenizer, self.alpha, self.limit, self.seed = texts, tokenizer, alpha, limit, seed
-        self.made = 0
+        self.texts, self.tokenizer, self.alpha, self.limit = texts, tokenizer, alpha, limit
+        self.segmented = best.ids
+
+    def batches(self, batch_size: int, by_tokens: bool, rng: random.Random | None) -> list[list[int]]:
+        if rng is None:
+            self.segmented = self.ids
+        else:
+            sampled = self.tokenizer.sample(self.texts, self.alpha, rng.getrandbits(31))
+            self.segmented = [t[: self.limit] for t in sampled]
+        return batch_indices([len(t) for t in self.segmented], batch_size, by_tokens, rng)
 
     def batch(self, indices: list[int]) -> LabelBatch:
-        seed = self.seed * 1_000_003 + self.made
-        self.made += 1
-        ids = self.tokenizer.sample([self.texts[i] for i in indices], self.alpha, seed)
-        return collate_labelled([t[: self.limit] for t in ids], [self.labels[i] for i in indices], indices)
-
-    def state(self) -> dict:
-        return {"made": self.made}
-
-    def restore(self, state: dict) -> None:
-        self.made = state.get("made", 0)
+        return collate_labelled([self.segmented[i] for i in indices], [self.labels[i] for i in indices], indices)
 
 
 def label_set(labels: list[str]) -> list[str]:
@@ -153,8 +155,7 @@ class ClassificationPipeline:
         (train, truncated), (valid, _) = (self.encode(assets, rows) for rows in splits)
         alpha = self.recipe.tokenizer.sampling
         if alpha is not None:
-            limit, seed = self.recipe.data.max_length, self.recipe.train.seed
-            train = SampledTexts(train, splits[0].texts, assets.tokenizer, alpha, limit, seed)
+            train = SampledTexts(train, splits[0].texts, assets.tokenizer, alpha, self.recipe.data.max_length)
         events.message(
             f"{len(train):,} training texts with labels {', '.join(assets.labels)}; "
             f"{truncated:,} truncated to data.max_length = {self.recipe.data.max_length} tokens"

@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from s2s.config import ClassifierModelConfig, EncoderConfig, HeadConfig, LabelledTextData, load_recipe
+from s2s.config import (
+    ClassifierModelConfig,
+    EncoderConfig,
+    HeadConfig,
+    LabelledTextData,
+    TrainConfig,
+    load_recipe,
+)
 from s2s.data.batching import collate_labelled
 from s2s.data.labelled import load_labelled
 from s2s.errors import DataError, RecipeError
@@ -16,7 +23,7 @@ from s2s.models import build_classifier
 from s2s.pipelines import pipeline_for
 from s2s.pipelines.classification import label_set
 from s2s.runs import load_run
-from s2s.train import Events, Trainer
+from s2s.train import Events, Trainer, epoch_batches
 from tests.helpers import toy_sentiment_recipe, write_recipe, write_tsv
 
 # ---------------------------------------------------------------- the model
@@ -182,15 +189,34 @@ def sampled_examples(tmp_path):
     return splits, assets.tokenizer, pipeline.examples(assets, splits, Events())
 
 
-def test_sampling_segments_each_training_batch_anew_into_the_same_texts(sampled_examples):
+def epoch(train, number: int, batch_size: int = 32, by_tokens: bool = False) -> list:
+    """The batches the trainer would draw in epoch ``number`` (seed 1)."""
+    config = TrainConfig(seed=1, batch_size=batch_size, batch_by="tokens" if by_tokens else "sentences")
+    return [train.batch(indices) for indices in epoch_batches(config, train, number)]
+
+
+def test_sampling_segments_the_training_texts_anew_each_epoch_into_the_same_texts(sampled_examples):
     (train_rows, _), tokenizer, (train, _) = sampled_examples
-    rows = list(range(32))
-    first, second = train.batch(rows), train.batch(rows)
-    assert not torch.equal(first.src, second.src)  # other segmentations of the same texts
-    for batch in (first, second):
-        ids = [row[:length].tolist() for row, length in zip(batch.src, batch.src_lengths, strict=True)]
-        assert tokenizer.decode(ids) == [train_rows.texts[i] for i in rows]
-        assert batch.labels.tolist() == [train.labels[i] for i in rows]
+    first, second = epoch(train, 0), epoch(train, 1)
+    segmentations = [{}, {}]
+    for batches, seen in zip((first, second), segmentations, strict=True):
+        for batch in batches:
+            ids = [row[:length].tolist() for row, length in zip(batch.src, batch.src_lengths, strict=True)]
+            assert tokenizer.decode(ids) == [train_rows.texts[i] for i in batch.indices]
+            assert batch.labels.tolist() == [train.labels[i] for i in batch.indices]
+            seen.update(zip(batch.indices, map(tuple, ids), strict=True))
+    assert sorted(segmentations[0]) == list(range(len(train)))  # every text once an epoch
+    differ = sum(segmentations[0][i] != segmentations[1][i] for i in range(len(train)))
+    assert differ > len(train) // 4  # other segmentations of the same texts
+
+
+def test_an_epoch_is_bucketed_by_the_lengths_of_the_segmentations_it_trains_on(sampled_examples):
+    _, _, (train, _) = sampled_examples
+    budget = 300  # padded tokens a batch may hold
+    batches = epoch(train, 0, batch_size=budget, by_tokens=True)
+    assert len(batches) > 10
+    for batch in batches:
+        assert len(batch.indices) * int(batch.src_lengths.max()) <= budget
 
 
 def test_validation_reads_the_best_segmentation(sampled_examples):
@@ -199,15 +225,13 @@ def test_validation_reads_the_best_segmentation(sampled_examples):
     assert valid.batch([0, 1]).src.tolist() == valid.batch([0, 1]).src.tolist()
 
 
-def test_a_restored_reading_state_samples_the_same_batches_again(sampled_examples):
+def test_an_epoch_drawn_again_samples_the_same_segmentations(sampled_examples):
     _, _, (train, _) = sampled_examples
-    train.batch([0, 1, 2])
-    saved = train.state()
-    rows = [list(range(3, 67)), list(range(67, 99))]  # batches large enough for SentencePiece to use its threads
-    after = [train.batch(r).src for r in rows]
-    train.restore(saved)
-    again = [train.batch(r).src for r in rows]
-    assert all(torch.equal(a, b) for a, b in zip(after, again, strict=True))
+    before = epoch(train, 3)
+    epoch(train, 4)
+    again = epoch(train, 3)  # what a run resumed in epoch 3 draws
+    assert [b.indices for b in before] == [b.indices for b in again]
+    assert all(torch.equal(a.src, b.src) for a, b in zip(before, again, strict=True))
 
 
 def test_sampling_needs_sentencepiece_pieces(tmp_path):
