@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from s2s.config import ClassificationRecipe
-from s2s.data.batching import ByLength, LabelBatch, batch_indices, collate_labelled
+from s2s.data.batching import ByLength, LabelBatch, collate_labelled
 from s2s.data.labelled import LabelledTexts, load_labelled, read_column_file
 from s2s.errors import DataError, RunError
 from s2s.files import atomic_write
@@ -56,27 +56,23 @@ class LabelledIds(ByLength):
 
 
 class SampledTexts(LabelledIds):
-    """Training texts segmented anew each epoch (``tokenizer.sampling``): when an epoch's batches are drawn, every
-    text gets a sampled segmentation, and the batches are bucketed by those lengths, not by the best segmentations'
-    (sampled ones are longer, and unevenly so: bucketed by the best lengths, much of what the recurrence reads
-    would be padding). The sampling seed is drawn from the epoch's generator, so a resumed run that draws the epoch
-    again gets the same segmentations. ``ids`` keeps the best segmentations, for anything that batches without one."""
+    """Training texts segmented anew each epoch (``tokenizer.sampling``): when an epoch's batches are drawn, ``ids``
+    becomes a sampled segmentation of every text, so the batches are bucketed by those lengths, not by the best
+    segmentations' (sampled ones are longer, and unevenly so: bucketed by the best lengths, much of what the
+    recurrence reads would be padding). The sampling seed is drawn from the epoch's generator, so a resumed run that
+    draws the epoch again gets the same segmentations. Drawn without a generator, ``ids`` is the best segmentation."""
 
     def __init__(self, best: LabelledIds, texts: list[str], tokenizer: PieceTokenizer, alpha: float, limit: int):
         super().__init__(best.ids, best.labels)
-        self.texts, self.tokenizer, self.alpha, self.limit = texts, tokenizer, alpha, limit
-        self.segmented = best.ids
+        self.best, self.texts, self.tokenizer, self.alpha, self.limit = best.ids, texts, tokenizer, alpha, limit
 
     def batches(self, batch_size: int, by_tokens: bool, rng: random.Random | None) -> list[list[int]]:
         if rng is None:
-            self.segmented = self.ids
+            self.ids = self.best
         else:
             sampled = self.tokenizer.sample(self.texts, self.alpha, rng.getrandbits(31))
-            self.segmented = [t[: self.limit] for t in sampled]
-        return batch_indices([len(t) for t in self.segmented], batch_size, by_tokens, rng)
-
-    def batch(self, indices: list[int]) -> LabelBatch:
-        return collate_labelled([self.segmented[i] for i in indices], [self.labels[i] for i in indices], indices)
+            self.ids = [t[: self.limit] for t in sampled]
+        return super().batches(batch_size, by_tokens, rng)
 
 
 def label_set(labels: list[str]) -> list[str]:
