@@ -53,7 +53,7 @@ class PieceTokenizer:
 
     def sample(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
         """Sampled segmentations (subword regularisation; BPE: merges dropped with probability ``alpha``); the
-        same for the same ``seed``."""
+        same for the same ``seed`` within one process (SentencePiece's draws for a seed differ between processes)."""
         spm.set_random_generator_seed(seed)  # one thread: SentencePiece's threads would draw in any order
         return self.sp.encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
 

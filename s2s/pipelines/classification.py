@@ -59,8 +59,10 @@ class SampledTexts(LabelledIds):
     """Training texts segmented anew each epoch (``tokenizer.sampling``): when an epoch's batches are drawn, ``ids``
     becomes a sampled segmentation of every text, so the batches are bucketed by those lengths, not by the best
     segmentations' (sampled ones are longer, and unevenly so: bucketed by the best lengths, much of what the
-    recurrence reads would be padding). The sampling seed is drawn from the epoch's generator, so a resumed run that
-    draws the epoch again gets the same segmentations. Drawn without a generator, ``ids`` is the best segmentation."""
+    recurrence reads would be padding). The sampling seed is drawn from the epoch's generator, which makes an epoch
+    drawn again in the same process the same; SentencePiece's draws for a seed differ between processes, so a
+    resumed run's do not repeat the uninterrupted run's. Drawn without a generator, ``ids`` is the best
+    segmentation."""
 
     def __init__(self, best: LabelledIds, texts: list[str], tokenizer: PieceTokenizer, alpha: float, limit: int):
         super().__init__(best.ids, best.labels)
